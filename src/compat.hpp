@@ -1,0 +1,31 @@
+// Differences between PostgreSQL 13 and 17 that the code meets, each behind one name.
+#pragma once
+
+extern "C" {
+#include "postgres.h"
+#include "utils/acl.h"
+#include "utils/rel.h"
+#include "partitioning/partdesc.h"
+}
+
+#if PG_VERSION_NUM < 130000 || PG_VERSION_NUM >= 180000
+#error "backfill supports PostgreSQL 13 to 17"
+#endif
+
+#if PG_VERSION_NUM < 140000
+// PostgreSQL 13 has no detached-pending partitions, so nothing to omit.
+#define RelationGetPartitionDesc(rel, omit_detached) RelationGetPartitionDesc(rel)
+#endif
+
+namespace compat {
+
+// Whether role owns (or is a member of the owner of) the relation.
+inline bool owns_relation(Oid relid, Oid role) {
+#if PG_VERSION_NUM >= 160000
+    return object_ownercheck(RelationRelationId, relid, role);
+#else
+    return pg_class_ownercheck(relid, role);
+#endif
+}
+
+}  // namespace compat

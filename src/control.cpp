@@ -1,0 +1,305 @@
+// The control tables (see control.hpp).
+#include "control.hpp"
+
+extern "C" {
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/syscache.h"
+}
+
+namespace control {
+
+namespace {
+
+// The advisory lock a runner holds for its job: (kRunnerLockKey, job) in pg_locks.
+constexpr uint32 kRunnerLockKey = 1650879596;  // 'bfll'
+
+Oid extension_owner() {
+    Oid owner = InvalidOid;
+    pg::call([&] {
+        Oid nsp = get_namespace_oid("backfill", false);
+        HeapTuple tuple = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+        if (!HeapTupleIsValid(tuple))
+            elog(ERROR, "backfill: cache lookup failed for schema backfill");
+        owner = ((Form_pg_namespace)GETSTRUCT(tuple))->nspowner;
+        ReleaseSysCache(tuple);
+    });
+    return owner;
+}
+
+spi::Result run(const std::string &sql, const std::vector<spi::Param> &params) {
+    spi::Result result;
+    as_owner([&] { result = spi::exec(sql, params); });
+    return result;
+}
+
+void update_task(const Task &task, const std::string &set_clause,
+                 std::vector<spi::Param> params = {}) {
+    params.insert(params.begin(), {spi::bigint_param(task.job), spi::bigint_param(task.no)});
+    run("UPDATE backfill.tasks SET " + set_clause + " WHERE job = $1 AND task_no = $2::int",
+        params);
+}
+
+bool to_bool(const spi::Text &t) { return t && *t == "t"; }
+
+}  // namespace
+
+void as_owner(const std::function<void()> &fn) {
+    Oid owner = extension_owner();
+    Oid saved_user;
+    int saved_context;
+    pg::call([&] {
+        GetUserIdAndSecContext(&saved_user, &saved_context);
+        SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE);
+    });
+    try {
+        fn();
+    } catch (...) {
+        SetUserIdAndSecContext(saved_user, saved_context);
+        throw;
+    }
+    SetUserIdAndSecContext(saved_user, saved_context);
+}
+
+int64 insert_job(const plan::Target &target, const Options &o, bool source_is_query, Oid run_as,
+                 Oid login_role, const std::string &search_path) {
+    spi::Result r = run(
+        "INSERT INTO backfill.jobs (target, target_name, key_column, key_type, range_from, "
+        "range_to, source, source_is_query, pause, workers, keep_old, lock_timeout, swap_wait, "
+        "concurrent_writes, ignore_publications, background, run_as, login_role, search_path) "
+        "VALUES ($1::oid::regclass, $2, $3, $4::oid::regtype, $5, $6, $7, $8::boolean, "
+        "$9::interval, $10::int, $11::boolean, $12::interval, $13::interval, $14, "
+        "$15::boolean, $16::boolean, $17::oid::regrole, $18::oid::regrole, $19) RETURNING id",
+        {spi::oid_param(target.oid), spi::text_param(target.qualified()),
+         spi::text_param(target.key_column), spi::oid_param(target.key_type),
+         spi::text_param(target.range_from), spi::text_param(target.range_to),
+         spi::text_param(o.source), spi::text_param(source_is_query ? "t" : "f"),
+         spi::text_param(o.pause), spi::bigint_param(o.workers),
+         spi::text_param(o.keep_old ? "t" : "f"), spi::text_param(o.lock_timeout),
+         spi::text_param(o.swap_wait), spi::text_param(o.concurrent_writes),
+         spi::text_param(o.ignore_publications ? "t" : "f"),
+         spi::text_param(o.background ? "t" : "f"), spi::oid_param(run_as),
+         spi::oid_param(login_role), spi::text_param(search_path)});
+    int64 id = std::stoll(*r.rows.at(0).at(0));
+    int no = 0;
+    for (const plan::Partition &p : target.partitions)
+        run("INSERT INTO backfill.tasks (job, task_no, partition_schema, partition_name, "
+            "lower_bound, upper_bound, estimated_rows) VALUES ($1, $2::int, $3, $4, $5, $6, $7)",
+            {spi::bigint_param(id), spi::bigint_param(++no), spi::text_param(p.schema),
+             spi::text_param(p.name), spi::text_param(p.lower), spi::text_param(p.upper),
+             spi::bigint_param(p.estimated_rows)});
+    return id;
+}
+
+Job load_job(int64 id) {
+    spi::Result r = run(
+        "SELECT id, target::oid, target_name, key_column, key_type::oid, range_from, range_to, "
+        "source, source_is_query, extract(epoch FROM pause) * 1000, keep_old, "
+        "greatest(ceil(extract(epoch FROM lock_timeout) * 1000), 1)::bigint || 'ms', extract(epoch FROM swap_wait) * 1000, concurrent_writes, "
+        "background, run_as::oid, login_role::oid, search_path, state, interrupted "
+        "FROM backfill.jobs WHERE id = $1",
+        {spi::bigint_param(id)});
+    if (r.rows.empty())
+        throw pg::Failure(ERRCODE_UNDEFINED_OBJECT, pg::fmt("backfill job %1% does not exist", id),
+                          "", "SELECT * FROM backfill_status() lists the jobs.");
+    const spi::Row &row = r.rows[0];
+    Job job;
+    job.id = std::stoll(*row[0]);
+    job.target = (Oid)std::stoul(*row[1]);
+    job.target_name = *row[2];
+    job.key_column = *row[3];
+    job.key_type = (Oid)std::stoul(*row[4]);
+    job.range_from = *row[5];
+    job.range_to = *row[6];
+    job.source = *row[7];
+    job.source_is_query = to_bool(row[8]);
+    job.pause_ms = std::stod(*row[9]);
+    job.keep_old = to_bool(row[10]);
+    job.lock_timeout = *row[11];
+    job.swap_wait_ms = std::stod(*row[12]);
+    job.detect_writes = *row[13] == "retry";
+    job.background = to_bool(row[14]);
+    job.run_as = (Oid)std::stoul(*row[15]);
+    job.login_role = (Oid)std::stoul(*row[16]);
+    job.search_path = *row[17];
+    job.state = *row[18];
+    job.interrupted = to_bool(row[19]);
+    return job;
+}
+
+std::vector<Task> load_tasks(int64 job) {
+    spi::Result r = run(
+        "SELECT task_no, partition_schema, partition_name, lower_bound, upper_bound, state, "
+        "phase, shadow_name, old_name, attempts FROM backfill.tasks WHERE job = $1 "
+        "ORDER BY task_no",
+        {spi::bigint_param(job)});
+    std::vector<Task> tasks;
+    for (const spi::Row &row : r.rows) {
+        Task t;
+        t.job = job;
+        t.no = std::stoi(*row[0]);
+        t.schema = *row[1];
+        t.name = *row[2];
+        t.lower = *row[3];
+        t.upper = *row[4];
+        t.state = *row[5];
+        t.phase = row[6];
+        t.shadow_name = row[7];
+        t.old_name = row[8];
+        t.attempts = std::stoi(*row[9]);
+        tasks.push_back(std::move(t));
+    }
+    return tasks;
+}
+
+bool job_xmin_is_current_transaction(int64 id) {
+    spi::Text xmin = spi::scalar("SELECT xmin::text FROM backfill.jobs WHERE id = $1",
+                                 {spi::bigint_param(id)});
+    bool current = false;
+    if (xmin) {
+        TransactionId xid = (TransactionId)std::stoul(*xmin);
+        pg::call([&] { current = TransactionIdIsCurrentTransactionId(xid); });
+    }
+    return current;
+}
+
+void set_job_state(int64 id, const std::string &state, const spi::Text &last_error) {
+    run("UPDATE backfill.jobs SET state = $2, last_error = $3, waiting_on = NULL WHERE id = $1",
+        {spi::bigint_param(id), spi::text_param(state), spi::text_param(last_error)});
+}
+
+void set_waiting_on(int64 id, const spi::Text &waiting_on) {
+    run("UPDATE backfill.jobs SET waiting_on = $2 WHERE id = $1 "
+        "AND waiting_on IS DISTINCT FROM $2",
+        {spi::bigint_param(id), spi::text_param(waiting_on)});
+}
+
+void job_started(int64 id) {
+    run("UPDATE backfill.jobs SET state = 'running', interrupted = false, waiting_on = NULL, "
+        "last_error = NULL, started_at = coalesce(started_at, clock_timestamp()) WHERE id = $1",
+        {spi::bigint_param(id)});
+}
+
+void finish_job(int64 id, const std::string &state, const spi::Text &last_error) {
+    run("UPDATE backfill.jobs SET state = $2, last_error = $3, waiting_on = NULL, "
+        "finished_at = clock_timestamp() WHERE id = $1",
+        {spi::bigint_param(id), spi::text_param(state), spi::text_param(last_error)});
+}
+
+void mark_interrupted(int64 id, const std::string &reason) {
+    run("UPDATE backfill.jobs SET state = 'paused', interrupted = true, waiting_on = NULL, "
+        "last_error = $2 WHERE id = $1 AND state = 'running'",
+        {spi::bigint_param(id), spi::text_param(reason)});
+}
+
+void task_running(const Task &task) {
+    update_task(task,
+                "state = 'running', phase = NULL, attempts = attempts + 1, error = NULL, "
+                "started_at = clock_timestamp(), finished_at = NULL");
+}
+
+void task_phase(const Task &task, const std::string &phase) {
+    update_task(task, "phase = $3", {spi::text_param(phase)});
+}
+
+void task_shadow(const Task &task, const spi::Text &shadow_name) {
+    update_task(task, "shadow_name = $3", {spi::text_param(shadow_name)});
+}
+
+void task_pending(const Task &task, const spi::Text &error) {
+    update_task(task, "state = 'pending', phase = NULL, error = $3", {spi::text_param(error)});
+}
+
+void task_failed(const Task &task, const std::string &error) {
+    update_task(task, "state = 'failed', phase = NULL, error = $3, finished_at = clock_timestamp()",
+                {spi::text_param(error)});
+}
+
+void task_done(const Task &task, const std::string &old_name) {
+    update_task(task,
+                "state = 'done', phase = 'swapped', shadow_name = NULL, old_name = $3, "
+                "error = NULL, finished_at = clock_timestamp()",
+                {spi::text_param(old_name)});
+}
+
+void task_old_retired(const Task &task, double swap_lock_ms, bool kept) {
+    std::string set = "phase = NULL";
+    std::vector<spi::Param> params;
+    if (swap_lock_ms >= 0) {
+        set += ", swap_lock_ms = round($3::numeric, 3)";
+        params.push_back(spi::text_param(std::to_string(swap_lock_ms)));
+    }
+    if (!kept)
+        set += ", old_name = NULL";
+    update_task(task, set, params);
+}
+
+void skip_pending_tasks(int64 job) {
+    run("UPDATE backfill.tasks SET state = 'skipped', phase = NULL, "
+        "finished_at = clock_timestamp() WHERE job = $1 AND state IN ('pending', 'running')",
+        {spi::bigint_param(job)});
+}
+
+void reset_failed_tasks(int64 job) {
+    run("UPDATE backfill.tasks SET state = 'pending' WHERE job = $1 AND state = 'failed'",
+        {spi::bigint_param(job)});
+}
+
+void resume_job(int64 job) {
+    run("UPDATE backfill.jobs SET state = 'pending', interrupted = false, last_error = NULL, "
+        "waiting_on = NULL, finished_at = NULL WHERE id = $1",
+        {spi::bigint_param(job)});
+    reset_failed_tasks(job);
+}
+
+void clear_writes(const Task &task) {
+    run("DELETE FROM backfill.writes WHERE job = $1 AND task_no = $2::int",
+        {spi::bigint_param(task.job), spi::bigint_param(task.no)});
+}
+
+bool has_writes(const Task &task) {
+    return spi::scalar("SELECT 1 FROM backfill.writes WHERE job = $1 AND task_no = $2::int "
+                       "LIMIT 1",
+                       {spi::bigint_param(task.job), spi::bigint_param(task.no)})
+        .has_value();
+}
+
+int runner_pid(int64 job) {
+    spi::Text pid = spi::scalar(
+        "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_catalog.pg_database "
+        "                WHERE datname = pg_catalog.current_database()) "
+        "AND classid = $1::oid AND objid = $2::oid AND objsubid = 2",
+        {spi::bigint_param(kRunnerLockKey), spi::bigint_param(job)});
+    return pid ? std::stoi(*pid) : 0;
+}
+
+namespace {
+void runner_locktag(LOCKTAG *tag, int64 job) {
+    SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, kRunnerLockKey, (uint32)job, 2);
+}
+}  // namespace
+
+bool claim_runner(int64 job) {
+    bool claimed = false;
+    pg::call([&] {
+        LOCKTAG tag;
+        runner_locktag(&tag, job);
+        claimed = LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+    });
+    return claimed;
+}
+
+void release_runner(int64 job) {
+    pg::call([&] {
+        LOCKTAG tag;
+        runner_locktag(&tag, job);
+        LockRelease(&tag, ExclusiveLock, true);
+    });
+}
+
+}  // namespace control

@@ -1,0 +1,96 @@
+// The control tables: every read and write of job and task state goes through here, as the
+// extension's owner, so ordinary roles need no rights on schema backfill.
+#pragma once
+
+#include "plan.hpp"
+#include "spi.hpp"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace control {
+
+// The options of backfill_start, as the caller gave them.
+struct Options {
+    std::string source;
+    std::string pause = "0s";
+    int workers = 1;
+    bool keep_old = false;
+    std::string lock_timeout = "200ms";
+    std::string swap_wait = "1 hour";
+    std::string concurrent_writes = "retry";
+    bool ignore_publications = false;
+    bool background = true;
+};
+
+struct Job {
+    int64 id = 0;
+    Oid target = InvalidOid;
+    std::string target_name, key_column;
+    Oid key_type = InvalidOid;
+    std::string range_from, range_to;
+    std::string source;
+    bool source_is_query = false;
+    double pause_ms = 0;
+    bool keep_old = false;
+    std::string lock_timeout;
+    double swap_wait_ms = 0;
+    bool detect_writes = true;  // concurrent_writes = retry
+    bool background = true;
+    Oid run_as = InvalidOid, login_role = InvalidOid;
+    std::string search_path;
+    std::string state;
+    bool interrupted = false;
+};
+
+struct Task {
+    int64 job = 0;
+    int no = 0;
+    std::string schema, name, lower, upper, state;
+    spi::Text phase, shadow_name, old_name;
+    int attempts = 0;
+    std::string qualified() const { return spi::qualified(schema, name); }
+};
+
+// Runs fn as the extension owner, so it may touch the control tables.
+void as_owner(const std::function<void()> &fn);
+
+int64 insert_job(const plan::Target &target, const Options &options, bool source_is_query,
+                 Oid run_as, Oid login_role, const std::string &search_path);
+Job load_job(int64 id);                      // throws a Failure naming the job if it is unknown
+std::vector<Task> load_tasks(int64 job);     // in task order
+bool job_xmin_is_current_transaction(int64 id);
+
+// Job state changes. finish() sets finished_at; last_error and waiting_on are replaced.
+void set_job_state(int64 id, const std::string &state, const spi::Text &last_error = std::nullopt);
+void set_waiting_on(int64 id, const spi::Text &waiting_on);
+void job_started(int64 id);
+void finish_job(int64 id, const std::string &state, const spi::Text &last_error);
+void mark_interrupted(int64 id, const std::string &reason);
+
+// Task state changes.
+void task_running(const Task &task);
+void task_phase(const Task &task, const std::string &phase);
+void task_shadow(const Task &task, const spi::Text &shadow_name);
+void task_pending(const Task &task, const spi::Text &error);
+void task_failed(const Task &task, const std::string &error);
+void task_done(const Task &task, const std::string &old_name);
+// The replaced partition is dropped (or kept); swap_lock_ms < 0 leaves the recorded time as is.
+void task_old_retired(const Task &task, double swap_lock_ms, bool kept);
+void skip_pending_tasks(int64 job);
+void reset_failed_tasks(int64 job);
+// A paused, failed or interrupted job becomes pending again, its failed tasks with it.
+void resume_job(int64 job);
+
+// Concurrent-write markers of a task.
+void clear_writes(const Task &task);
+bool has_writes(const Task &task);
+
+// The pid of the session running the job (it holds the job's advisory lock), or 0.
+int runner_pid(int64 job);
+// Takes the job's runner lock for this session; false when another session holds it.
+bool claim_runner(int64 job);
+void release_runner(int64 job);
+
+}  // namespace control

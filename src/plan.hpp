@@ -1,0 +1,47 @@
+// Partition discovery: which partitions of a target a range covers, and whether a job on them
+// can run at all. Every refusal happens here, at start time, not hours into a job.
+#pragma once
+
+#include "pg_bridge.hpp"
+
+#include <string>
+#include <vector>
+
+namespace plan {
+
+// One partition of the target that the range covers: one task.
+struct Partition {
+    Oid oid;
+    std::string schema, name;
+    std::string lower, upper;  // canonical text of the key type
+    int64 estimated_rows;
+    int64 estimated_bytes;     // table, toast and indexes: the extra disk its shadow needs
+};
+
+// The target as a job sees it.
+struct Target {
+    Oid oid;
+    std::string schema, name;
+    std::string key_column;
+    Oid key_type;
+    std::string range_from, range_to;  // canonical text of the key type
+    std::vector<Partition> partitions;
+    std::string qualified() const;
+};
+
+// A range bound as given by the caller: its value and type (unknown/text for untyped literals).
+struct Bound {
+    Datum value;
+    Oid type;
+    bool is_null;
+};
+
+// Checks the target and range and lists the partitions they cover, or throws a Failure that says
+// what is wrong and what to do. Runs in the caller's session, so bounds convert in its TimeZone.
+Target resolve(Oid target, const Bound &from, const Bound &to);
+
+// Refusals that only matter for a real start: the default partition, foreign keys pointing at the
+// target, objects that depend on a partition, publications, ownership of each partition.
+void check_startable(const Target &target, Oid run_as, bool ignore_publications);
+
+}  // namespace plan

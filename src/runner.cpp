@@ -1,0 +1,400 @@
+// The job loop (see runner.hpp).
+#include "runner.hpp"
+
+#include "control.hpp"
+#include "task.hpp"
+#include "txn.hpp"
+
+#include <algorithm>
+
+extern "C" {
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/wait_event.h"
+}
+
+namespace runner {
+
+volatile sig_atomic_t stop_requested = false;
+
+namespace {
+
+using control::Job;
+using control::Task;
+
+constexpr int kMaxAttempts = 3;           // tries of a task that fails for a passing reason
+constexpr double kMaxBackoffMs = 5000;    // longest sleep between lock attempts
+
+enum class Outcome { done, failed, stopped };
+
+// Why a step failed: its SQLSTATE and message (with detail) for the task's error column.
+struct Cause {
+    int sqlstate = ERRCODE_INTERNAL_ERROR;
+    std::string text;
+};
+
+Cause cause_of(std::exception_ptr error) {
+    Cause cause;
+    try {
+        std::rethrow_exception(error);
+    } catch (const pg::Error &e) {
+        cause.sqlstate = e.sqlstate();
+        cause.text = e.what();
+        if (e.data()->detail)
+            cause.text += std::string(" (") + e.data()->detail + ")";
+    } catch (const pg::Failure &e) {
+        cause.sqlstate = e.sqlstate();
+        cause.text = e.what();
+        if (!e.detail().empty())
+            cause.text += " (" + e.detail() + ")";
+    } catch (const std::exception &e) {
+        cause.text = e.what();
+    }
+    return cause;
+}
+
+bool is_transient(int sqlstate) {
+    return sqlstate == ERRCODE_LOCK_NOT_AVAILABLE || sqlstate == ERRCODE_T_R_DEADLOCK_DETECTED ||
+           sqlstate == ERRCODE_T_R_SERIALIZATION_FAILURE;
+}
+
+void log_warning(const std::string &message) {
+    pg::call([&] { ereport(WARNING, (errmsg("%s", message.c_str()))); });
+}
+
+class Run {
+public:
+    Run(int64 id, const Limits &limits, Origin origin)
+        : id_(id), limits_(limits), origin_(origin) {}
+
+    std::string go();
+
+private:
+    std::string loop();
+
+    int64 id_;
+    Limits limits_;
+    Origin origin_;
+    Job job_;
+    Oid session_user_ = InvalidOid;
+
+    // Bookkeeping: a step of our own, committed at once.
+    void book(const std::function<void()> &body) {
+        txn::in_subtransaction(session_user_, guc::canonical(), body);
+        txn::commit();
+    }
+
+    // A step of the task, with the job's rights and settings, committed at once.
+    void task_step(const std::function<void()> &body, bool user_search_path = false,
+                   bool lock_timeout = false) {
+        guc::Settings settings = guc::canonical();
+        settings.push_back({"row_security", "off"});
+        settings.push_back({"statement_timeout", "0"});
+        settings.push_back({"lock_timeout", lock_timeout ? job_.lock_timeout : "0"});
+        if (user_search_path)
+            settings.push_back({"search_path", job_.search_path});
+        txn::in_subtransaction(job_.run_as, settings, body);
+        txn::commit();
+    }
+
+    void report(const std::string &activity) {
+        if (origin_ != Origin::worker)
+            return;
+        pg::call([&] { pgstat_report_activity(STATE_RUNNING, activity.c_str()); });
+    }
+
+    std::string state_now() {
+        std::string state;
+        book([&] { state = control::load_job(id_).state; });
+        return state;
+    }
+
+    bool sleep(double ms, const std::string &why);
+    double with_lock_retries(const std::string &what, const std::function<void()> &body);
+    std::string blockers();
+    Outcome run_task(Task task);
+    void recover();
+    std::string stop(const std::string &state);
+};
+
+// Sleeps on the latch, waking at least every second to see whether the job was paused or
+// cancelled; returns false as soon as it is no longer running.
+bool Run::sleep(double ms, const std::string &why) {
+    double until = txn::now_ms() + ms;
+    book([&] { control::set_waiting_on(id_, why); });
+    for (;;) {
+        if (stop_requested || state_now() != "running")
+            return false;
+        double left = until - txn::now_ms();
+        if (left <= 0)
+            break;
+        long wait = (long)std::min(left, 1000.0);
+        txn::in_subtransaction(session_user_, guc::canonical(), [&] {
+            pg::call([&] {
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait,
+                                PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+                CHECK_FOR_INTERRUPTS();
+                if (ConfigReloadPending) {
+                    ConfigReloadPending = false;
+                    ProcessConfigFile(PGC_SIGHUP);
+                }
+            });
+        });
+    }
+    book([&] { control::set_waiting_on(id_, std::nullopt); });
+    return true;
+}
+
+// Who holds locks on the target or its partitions, for waiting_on and error messages.
+std::string Run::blockers() {
+    spi::Text who;
+    book([&] {
+        who = spi::scalar(
+            "SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s)', a.pid, "
+            "       pg_catalog.left(pg_catalog.regexp_replace(a.query, '\\s+', ' ', 'g'), 60)), "
+            "       ', ') "
+            "FROM pg_catalog.pg_stat_activity a WHERE a.pid IN ("
+            "  SELECT l.pid FROM pg_catalog.pg_locks l WHERE l.granted "
+            "  AND l.pid <> pg_catalog.pg_backend_pid() AND l.relation IN ("
+            "    SELECT $1::oid UNION ALL SELECT inhrelid FROM pg_catalog.pg_inherits "
+            "    WHERE inhparent = $1::oid))",
+            {spi::oid_param(job_.target)});
+    });
+    return who.value_or("another session");
+}
+
+// Runs a step that takes strong locks: each attempt waits at most lock_timeout; between
+// attempts it backs off; after swap_wait it gives up, naming who held the locks.
+// Returns how long the successful attempt took, commit included.
+double Run::with_lock_retries(const std::string &what, const std::function<void()> &body) {
+    double started = txn::now_ms();
+    double backoff = 100;
+    for (;;) {
+        double attempt = txn::now_ms();
+        try {
+            task_step(body, false, true);
+            return txn::now_ms() - attempt;
+        } catch (const pg::Error &e) {
+            if (e.sqlstate() != ERRCODE_LOCK_NOT_AVAILABLE)
+                throw;
+        }
+        std::string holders = blockers();
+        if (txn::now_ms() - started >= job_.swap_wait_ms)
+            throw pg::Failure(ERRCODE_LOCK_NOT_AVAILABLE,
+                              pg::fmt("could not get the locks to %1% within swap_wait", what),
+                              pg::fmt("Held by: %1%.", holders),
+                              "The partition was left as it was. Resume the job when the "
+                              "blocking sessions are done, or raise swap_wait.");
+        if (!sleep(backoff, "lock: " + holders))
+            throw pg::Failure(ERRCODE_QUERY_CANCELED, "the job was stopped while waiting for locks");
+        backoff = std::min(backoff * 2, kMaxBackoffMs);
+    }
+}
+
+Outcome Run::run_task(Task task) {
+    for (int attempt = 1;; attempt++) {
+        book([&] { control::task_running(task); });
+        bool swapped = false;
+        std::exception_ptr error;
+        try {
+            report(pg::fmt("backfill job %1%: building the shadow of %2%", id_, task.qualified()));
+            with_lock_retries("prepare partition " + task.qualified(),
+                              [&] { task::create_shadow(job_, task); });
+            task.shadow_name = task::shadow_name(task);
+            report(pg::fmt("backfill job %1%: loading the shadow of %2%", id_, task.qualified()));
+            task_step([&] { task::load_shadow(job_, task); }, true);
+            report(pg::fmt("backfill job %1%: indexing the shadow of %2%", id_, task.qualified()));
+            task_step([&] { task::build_indexes(job_, task); });
+            report(pg::fmt("backfill job %1%: swapping %2%", id_, task.qualified()));
+            double lock_ms = with_lock_retries("swap partition " + task.qualified(),
+                                               [&] { task::swap(job_, task); });
+            swapped = true;
+            task_step([&] { task::retire_old(job_, task, lock_ms); });
+            return Outcome::done;
+        } catch (...) {
+            error = std::current_exception();
+        }
+        Cause cause = cause_of(error);
+        if (swapped) {  // the new partition is live; only dropping the old one failed
+            log_warning(pg::fmt("backfill job %1%: could not drop the replaced partition of %2%: "
+                                "%3%; it is dropped when the job runs next",
+                                id_, task.qualified(), cause.text));
+            return Outcome::done;
+        }
+        log_warning(pg::fmt("backfill job %1%: partition %2%: %3%", id_, task.qualified(),
+                            cause.text));
+        try {
+            task_step([&] { task::clean_up(job_, task); }, false, true);
+        } catch (...) {
+            log_warning(pg::fmt("backfill job %1%: could not clean up after %2%: %3%; the "
+                                "next run retries",
+                                id_, task.qualified(), cause_of(std::current_exception()).text));
+        }
+        std::string state = stop_requested ? "running" : state_now();
+        if (stop_requested || state != "running") {
+            book([&] { control::task_pending(task, std::nullopt); });
+            return Outcome::stopped;
+        }
+        if (is_transient(cause.sqlstate) && attempt < kMaxAttempts) {
+            book([&] { control::task_pending(task, cause.text); });
+            if (!sleep(100.0 * (1 << attempt), "retry: " + cause.text))
+                return Outcome::stopped;
+            continue;
+        }
+        book([&] {
+            control::task_failed(task, cause.text);
+            control::finish_job(id_, "failed",
+                                pg::fmt("partition %1%: %2%", task.qualified(), cause.text));
+        });
+        return Outcome::failed;
+    }
+}
+
+// Puts the job back in order after a crash, kill or cancel: no shadow, no half-done task, no
+// replaced partition left behind.
+void Run::recover() {
+    std::vector<Task> tasks;
+    book([&] { tasks = control::load_tasks(id_); });
+    for (const Task &t : tasks) {
+        if (t.state == "running" || t.shadow_name)
+            task_step(
+                [&] {
+                    task::clean_up(job_, t);
+                    if (t.state == "running")
+                        control::task_pending(t, std::nullopt);
+                },
+                false, true);
+        if (t.state == "done" && t.old_name)
+            task_step([&] { task::drop_leftover_old(job_, t); }, false, true);
+    }
+}
+
+// Ends a run that was told to stop: a SIGTERM pauses the job, a cancel finishes it.
+std::string Run::stop(const std::string &state) {
+    if (stop_requested) {
+        book([&] {
+            control::mark_interrupted(
+                id_, pg::fmt("interrupted: the worker was stopped (server shutdown or "
+                             "pg_terminate_backend); SELECT backfill_resume(%1%) continues it",
+                             id_));
+        });
+        return "paused";
+    }
+    if (state == "cancelled") {
+        recover();
+        book([&] {
+            control::skip_pending_tasks(id_);
+            control::finish_job(id_, "cancelled", std::nullopt);
+        });
+    }
+    return state;
+}
+
+std::string Run::go() {
+    std::exception_ptr error;
+    try {
+        return loop();
+    } catch (...) {
+        error = std::current_exception();
+    }
+    if (stop_requested)  // a SIGTERM cancelled whatever statement was running
+        return stop("running");
+    std::string state = state_now();  // a cancel may have interrupted a sleep
+    if (state != "running")
+        return stop(state);
+    std::rethrow_exception(error);
+}
+
+std::string Run::loop() {
+    pg::call([&] { session_user_ = GetUserId(); });
+    book([&] { job_ = control::load_job(id_); });
+    bool startable = job_.state == "pending" || job_.state == "running";
+    if (!startable) {
+        if (origin_ == Origin::worker)
+            return job_.state;  // paused or cancelled before the worker got here
+        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                          pg::fmt("backfill job %1% is %2%", id_, job_.state), "",
+                          job_.state == "paused" || job_.state == "failed"
+                              ? pg::fmt("SELECT backfill_resume(%1%) first.", id_)
+                              : std::string("Only a pending or running job can be run."));
+    }
+    book([&] { control::job_started(id_); });
+    recover();
+
+    double started = txn::now_ms();
+    int64 tasks_run = 0;
+    for (;;) {
+        if (stop_requested)
+            return stop("running");
+        std::vector<Task> tasks;
+        book([&] {
+            job_ = control::load_job(id_);
+            tasks = control::load_tasks(id_);
+        });
+        if (job_.state != "running")
+            return stop(job_.state);
+        auto next = std::find_if(tasks.begin(), tasks.end(),
+                                 [](const Task &t) { return t.state == "pending"; });
+        if (next == tasks.end()) {
+            book([&] { control::finish_job(id_, "done", std::nullopt); });
+            return "done";
+        }
+        bool out_of_tasks = limits_.max_tasks && tasks_run >= *limits_.max_tasks;
+        bool out_of_time =
+            limits_.max_duration_ms && txn::now_ms() - started >= *limits_.max_duration_ms;
+        if (out_of_tasks || out_of_time) {
+            book([&] {
+                control::set_job_state(id_, "pending");
+                control::set_waiting_on(id_, std::string("the next CALL backfill_run"));
+            });
+            return "pending";
+        }
+        Outcome outcome = run_task(*next);
+        if (outcome == Outcome::failed)
+            return "failed";
+        if (outcome == Outcome::stopped)
+            return stop(stop_requested ? "running" : state_now());
+        tasks_run++;
+        bool more = std::any_of(next + 1, tasks.end(),
+                                [](const Task &t) { return t.state == "pending"; });
+        if (more && job_.pause_ms > 0 && !sleep(job_.pause_ms, "pause"))
+            continue;  // the loop top sees why
+    }
+}
+
+}  // namespace
+
+void clean_up_cancelled(const Job &job) {
+    for (const Task &t : control::load_tasks(job.id)) {
+        task::clean_up(job, t);
+        if (t.state == "done")
+            task::drop_leftover_old(job, t);
+    }
+    control::skip_pending_tasks(job.id);
+    control::finish_job(job.id, "cancelled", std::nullopt);
+}
+
+std::string run(int64 job, const Limits &limits, Origin origin) {
+    if (!control::claim_runner(job)) {
+        int pid = control::runner_pid(job);
+        throw pg::Failure(ERRCODE_OBJECT_IN_USE,
+                          pg::fmt("backfill job %1% is already being run by process %2%", job,
+                                  pid),
+                          "", "Wait for it (SELECT backfill_wait(job)) or pause it first.");
+    }
+    std::string state;
+    try {
+        state = Run(job, limits, origin).go();
+    } catch (...) {
+        control::release_runner(job);
+        throw;
+    }
+    control::release_runner(job);
+    return state;
+}
+
+}  // namespace runner

@@ -1,0 +1,178 @@
+// The source of a job (see source.hpp).
+#include "source.hpp"
+
+#include "spi.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+extern "C" {
+#include "executor/spi.h"
+#include "parser/parse_coerce.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/plancache.h"
+#include "utils/snapmgr.h"
+}
+
+namespace source {
+
+namespace {
+
+bool looks_like_query(const std::string &text) {
+    size_t i = 0;
+    while (i < text.size() && (std::isspace((unsigned char)text[i]) || text[i] == '('))
+        i++;
+    std::string word;
+    while (i < text.size() && std::isalpha((unsigned char)text[i]))
+        word += (char)std::tolower((unsigned char)text[i++]);
+    return word == "select" || word == "with" || word == "values" || word == "table";
+}
+
+}  // namespace
+
+std::string normalize(const std::string &text, bool &is_query) {
+    if (looks_like_query(text)) {
+        is_query = true;
+        return text;
+    }
+    is_query = false;
+    spi::Text name;
+    try {
+        name = spi::scalar("SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) "
+                           "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                           "ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass($1)",
+                           {spi::text_param(text)});
+    } catch (const pg::Error &e) {
+        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
+                          pg::fmt("source \"%1%\" is neither a relation name nor a query", text),
+                          e.what(),
+                          "Give a table or view name, or a SELECT whose $1 and $2 are a "
+                          "partition's lower and upper bound.");
+    }
+    if (!name)
+        throw pg::Failure(ERRCODE_UNDEFINED_TABLE,
+                          pg::fmt("source relation \"%1%\" does not exist", text), "",
+                          "Give an existing table or view (schema-qualified if it is not on "
+                          "your search_path), or a SELECT whose $1 and $2 are a partition's "
+                          "bounds.");
+    return *name;
+}
+
+std::string select_for_partition(const std::string &source, bool is_query,
+                                 const std::string &key_column) {
+    if (is_query)
+        return source;
+    std::string key = spi::ident(key_column);
+    return pg::fmt("SELECT * FROM %1% WHERE %2% OPERATOR(pg_catalog.>=) $1 "
+                   "AND %2% OPERATOR(pg_catalog.<) $2",
+                   source, key);
+}
+
+std::vector<Column> describe(const std::string &select_sql, Oid key_type) {
+    int natts = 0;
+    char **names = nullptr;
+    Oid *types = nullptr;
+    try {
+        pg::call([&] {
+            Oid argtypes[2] = {key_type, key_type};
+            bool pushed = spi::push_snapshot_if_none();
+            SPIPlanPtr plan = SPI_prepare(select_sql.c_str(), 2, argtypes);
+            if (pushed)
+                PopActiveSnapshot();
+            if (!plan)
+                elog(ERROR, "backfill: SPI_prepare failed: %s",
+                     SPI_result_code_string(SPI_result));
+            List *sources = SPI_plan_get_plan_sources(plan);
+            if (list_length(sources) != 1)
+                ereport(ERROR, (errmsg("the source must be a single SELECT")));
+            CachedPlanSource *ps = (CachedPlanSource *)linitial(sources);
+            if (!ps->resultDesc || ps->commandTag != CMDTAG_SELECT)
+                ereport(ERROR, (errmsg("the source must be a SELECT that returns rows")));
+            natts = ps->resultDesc->natts;
+            names = (char **)palloc0(sizeof(char *) * (natts + 1));
+            types = (Oid *)palloc0(sizeof(Oid) * (natts + 1));
+            for (int i = 0; i < natts; i++) {
+                Form_pg_attribute att = TupleDescAttr(ps->resultDesc, i);
+                names[i] = pstrdup(NameStr(att->attname));
+                types[i] = att->atttypid;
+            }
+            SPI_freeplan(plan);
+        });
+    } catch (const pg::Error &e) {
+        throw pg::Failure(e.sqlstate(), pg::fmt("the source is not valid: %1%", e.what()),
+                          pg::fmt("The source was checked as: %1%", select_sql),
+                          "A query source is a SELECT whose $1 and $2 are a partition's lower "
+                          "and upper bound, typed as the partition key.");
+    }
+    std::vector<Column> columns;
+    for (int i = 0; i < natts; i++)
+        columns.push_back({names[i], types[i]});
+    return columns;
+}
+
+void check_columns(const std::vector<Column> &columns, Oid target, const std::string &target_name,
+                   const std::string &key_column) {
+    spi::Result attrs = spi::exec(
+        "SELECT attname, atttypid, attgenerated <> '', attnotnull AND NOT atthasdef, "
+        "attidentity <> '' FROM pg_catalog.pg_attribute "
+        "WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        {spi::oid_param(target)});
+    std::set<std::string> given;
+    for (const Column &c : columns) {
+        if (!given.insert(c.name).second)
+            throw pg::Failure(ERRCODE_DUPLICATE_COLUMN,
+                              pg::fmt("the source returns column \"%1%\" more than once", c.name),
+                              "", "Give each column of the target once, named as in the target.");
+        auto attr = std::find_if(attrs.rows.begin(), attrs.rows.end(),
+                                 [&](const spi::Row &r) { return *r[0] == c.name; });
+        if (attr == attrs.rows.end())
+            throw pg::Failure(ERRCODE_UNDEFINED_COLUMN,
+                              pg::fmt("source column \"%1%\" does not exist in %2%", c.name,
+                                      target_name),
+                              "Source columns are matched to the target's by name.",
+                              "Rename or drop the column in the source.");
+        if (*(*attr)[2] == "t")
+            throw pg::Failure(ERRCODE_GENERATED_ALWAYS,
+                              pg::fmt("source column \"%1%\" is a generated column of %2%",
+                                      c.name, target_name),
+                              "Generated columns are computed from the other columns, never "
+                              "taken from the source.",
+                              "Leave the column out of the source.");
+        Oid target_type = (Oid)std::stoul(*(*attr)[1]);
+        bool fits = false;
+        char *from_name = nullptr, *to_name = nullptr;
+        pg::call([&] {
+            Oid from = c.type;
+            fits = can_coerce_type(1, &from, &target_type, COERCION_ASSIGNMENT);
+            from_name = format_type_be(c.type);
+            to_name = format_type_be(target_type);
+        });
+        if (!fits)
+            throw pg::Failure(ERRCODE_DATATYPE_MISMATCH,
+                              pg::fmt("source column \"%1%\" is of type %2%, which does not fit "
+                                      "column \"%1%\" of %3% (type %4%)",
+                                      c.name, from_name, target_name, to_name),
+                              "", "Cast the column to the target's type in the source.");
+    }
+    if (!given.count(key_column))
+        throw pg::Failure(ERRCODE_UNDEFINED_COLUMN,
+                          pg::fmt("the source does not return the partition key column \"%1%\"",
+                                  key_column),
+                          "Each row's key decides its partition.",
+                          "Return the key column from the source.");
+    for (const spi::Row &r : attrs.rows) {
+        bool required = *r[3] == "t" || *r[4] == "t";
+        if (required && *r[2] != "t" && !given.count(*r[0]))
+            throw pg::Failure(ERRCODE_NOT_NULL_VIOLATION,
+                              pg::fmt("the source does not return column \"%1%\", which %2% "
+                                      "requires",
+                                      *r[0], target_name),
+                              "The column is NOT NULL without a default, or an identity column "
+                              "whose values must come from the source.",
+                              "Return the column from the source.");
+    }
+}
+
+}  // namespace source

@@ -1,0 +1,310 @@
+// One task, step by step (see task.hpp).
+#include "task.hpp"
+
+#include "source.hpp"
+#include "spi.hpp"
+
+extern "C" {
+#include "mb/pg_wchar.h"
+}
+
+namespace task {
+
+namespace {
+
+using control::Job;
+using control::Task;
+using spi::ident;
+using spi::literal;
+using spi::qualified;
+
+std::string task_tag(const Task &t) { return std::to_string(t.job) + "_" + std::to_string(t.no); }
+std::string bound_constraint(const Task &t) { return "bf_bound_" + task_tag(t); }
+std::string write_trigger(const Task &t) { return "bf_writes_" + task_tag(t); }
+std::string truncate_trigger(const Task &t) { return "bf_truncate_" + task_tag(t); }
+std::string new_index_name(const Task &t, size_t n) {
+    return "bf_" + task_tag(t) + "_new_" + std::to_string(n);
+}
+std::string old_index_name(const Task &t, size_t n) {
+    return "bf_" + task_tag(t) + "_old_" + std::to_string(n);
+}
+
+std::string partition_range(const Task &t) { return "[" + t.lower + ", " + t.upper + ")"; }
+
+// The relation a qualified name resolves to now, or nullopt.
+spi::Text relation_oid(const std::string &qualified_name) {
+    return spi::scalar("SELECT pg_catalog.to_regclass($1)::oid::text",
+                       {spi::text_param(qualified_name)});
+}
+
+bool is_partition(const std::string &oid) {
+    return spi::scalar("SELECT 1 FROM pg_catalog.pg_inherits WHERE inhrelid = $1",
+                       {spi::oid_param((Oid)std::stoul(oid))})
+        .has_value();
+}
+
+// The partition a task replaces, checked to still be a partition of the job's target.
+std::string partition_oid(const Job &job, const Task &t) {
+    spi::Text oid = relation_oid(t.qualified());
+    spi::Text parent =
+        oid ? spi::scalar("SELECT inhparent::text FROM pg_catalog.pg_inherits WHERE inhrelid = $1",
+                          {spi::oid_param((Oid)std::stoul(*oid))})
+            : std::nullopt;
+    if (!oid || !parent || (Oid)std::stoul(*parent) != job.target)
+        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                          pg::fmt("partition %1% of %2% no longer exists", t.qualified(),
+                                  job.target_name),
+                          "The partition was dropped, renamed or detached after the job started.",
+                          "Cancel this job and start a new one for the current partitions.");
+    return *oid;
+}
+
+// The partition's indexes in a stable order, with the constraint each one backs, if any.
+spi::Result partition_indexes(const std::string &oid) {
+    return spi::exec(
+        "SELECT ic.relname, pg_catalog.pg_get_indexdef(i.indexrelid), i.indisunique, "
+        "       con.contype, pg_catalog.pg_get_constraintdef(con.oid) "
+        "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
+        "LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid "
+        "     AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x') "
+        "WHERE i.indrelid = $1 ORDER BY ic.relname",
+        {spi::oid_param((Oid)std::stoul(oid))});
+}
+
+// Turns the partition's index definition into the same index on the shadow.
+std::string index_on_shadow(const Task &t, const spi::Row &index, const std::string &new_name) {
+    bool unique = *index[2] == "t";
+    std::string head = std::string("CREATE ") + (unique ? "UNIQUE " : "") + "INDEX ";
+    std::string prefix = head + ident(*index[0]) + " ON " + t.qualified() + " USING ";
+    const std::string &definition = *index[1];
+    if (definition.compare(0, prefix.size(), prefix) != 0)
+        throw pg::Failure(ERRCODE_INTERNAL_ERROR,
+                          pg::fmt("unexpected definition of index %1%: %2%", *index[0],
+                                  definition));
+    return head + ident(new_name) + " ON " + qualified(t.schema, shadow_name(t)) + " USING " +
+           definition.substr(prefix.size());
+}
+
+void drop_write_triggers(const Task &t) {
+    spi::Text oid = relation_oid(t.qualified());
+    if (!oid)
+        return;
+    for (const std::string &trigger : {write_trigger(t), truncate_trigger(t)}) {
+        bool present = spi::scalar("SELECT 1 FROM pg_catalog.pg_trigger "
+                                   "WHERE tgrelid = $1 AND tgname = $2",
+                                   {spi::oid_param((Oid)std::stoul(*oid)),
+                                    spi::text_param(trigger)})
+                           .has_value();
+        if (present)
+            control::as_owner([&] {
+                spi::exec("DROP TRIGGER " + ident(trigger) + " ON " + t.qualified());
+            });
+    }
+}
+
+// Clips `base` so that base + suffix fits in a name, without splitting a multibyte character.
+std::string fit_name(const std::string &base, const std::string &suffix) {
+    int room = NAMEDATALEN - 1 - (int)suffix.size();
+    int keep = 0;
+    pg::call([&] { keep = pg_mbcliplen(base.c_str(), (int)base.size(), room); });
+    return base.substr(0, keep) + suffix;
+}
+
+}  // namespace
+
+std::string shadow_name(const Task &t) { return "bf_shadow_" + task_tag(t); }
+
+std::string kept_name(const Task &t) { return fit_name(t.name, "_bf" + std::to_string(t.job)); }
+
+void create_shadow(const Job &job, const Task &t) {
+    std::string oid = partition_oid(job, t);
+    std::string shadow = qualified(t.schema, shadow_name(t));
+    if (relation_oid(shadow))
+        throw pg::Failure(ERRCODE_DUPLICATE_TABLE,
+                          pg::fmt("table %1% already exists", shadow),
+                          "backfill builds the new partition under that name.",
+                          "Rename or drop that table, then resume the job.");
+    spi::Result facts = spi::exec(
+        "SELECT c.relpersistence = 'u', t.spcname, "
+        "       pg_catalog.pg_get_partition_constraintdef(c.oid) "
+        "FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_tablespace t "
+        "     ON t.oid = c.reltablespace WHERE c.oid = $1",
+        {spi::oid_param((Oid)std::stoul(oid))});
+    const spi::Row &f = facts.rows.at(0);
+    spi::Result options = spi::exec(
+        "SELECT option_name, option_value FROM pg_catalog.pg_class c, "
+        "pg_catalog.pg_options_to_table(c.reloptions) WHERE c.oid = $1",
+        {spi::oid_param((Oid)std::stoul(oid))});
+
+    std::string sql = std::string("CREATE ") + (*f[0] == "t" ? "UNLOGGED " : "") + "TABLE " +
+                      shadow + " (LIKE " + t.qualified() +
+                      " INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED"
+                      " INCLUDING STORAGE INCLUDING STATISTICS INCLUDING COMMENTS"
+#if PG_VERSION_NUM >= 140000
+                      " INCLUDING COMPRESSION"
+#endif
+                      ")";
+    if (!options.rows.empty()) {
+        std::string with;
+        for (const spi::Row &o : options.rows)
+            with += (with.empty() ? "" : ", ") + ident(*o[0]) + " = " + literal(*o[1]);
+        sql += " WITH (" + with + ")";
+    }
+    if (f[1])
+        sql += " TABLESPACE " + ident(*f[1]);
+    spi::exec(sql);
+    spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(bound_constraint(t)) +
+              " CHECK " + *f[2]);
+
+    spi::Result grants = spi::exec(
+        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
+        "            ELSE pg_catalog.quote_ident(a.grantee::regrole::text) END, "
+        "       a.privilege_type, a.is_grantable "
+        "FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a "
+        "WHERE c.oid = $1 AND a.grantee <> c.relowner",
+        {spi::oid_param((Oid)std::stoul(oid))});
+    for (const spi::Row &g : grants.rows)
+        spi::exec("GRANT " + *g[1] + " ON " + shadow + " TO " + *g[0] +
+                  (*g[2] == "t" ? " WITH GRANT OPTION" : ""));
+
+    if (job.detect_writes)
+        control::as_owner([&] {
+            std::string args = "(" + literal(std::to_string(t.job)) + ", " +
+                               literal(std::to_string(t.no)) + ")";
+            spi::exec("CREATE TRIGGER " + ident(write_trigger(t)) +
+                      " AFTER INSERT OR UPDATE OR DELETE ON " + t.qualified() +
+                      " FOR EACH ROW EXECUTE FUNCTION backfill.note_write" + args);
+            spi::exec("CREATE TRIGGER " + ident(truncate_trigger(t)) + " AFTER TRUNCATE ON " +
+                      t.qualified() + " FOR EACH STATEMENT EXECUTE FUNCTION backfill.note_write" +
+                      args);
+        });
+    control::task_shadow(t, shadow_name(t));
+    control::task_phase(t, "shadow");
+}
+
+void load_shadow(const Job &job, const Task &t) {
+    control::clear_writes(t);
+    spi::Text rows_before = spi::scalar("SELECT pg_catalog.count(*) FROM ONLY " + t.qualified());
+    std::string select = source::select_for_partition(job.source, job.source_is_query,
+                                                      job.key_column);
+    std::string columns;
+    for (const source::Column &c : source::describe(select, job.key_type))
+        columns += (columns.empty() ? "" : ", ") + ident(c.name);
+    std::string insert = "INSERT INTO " + qualified(t.schema, shadow_name(t)) + " (" + columns +
+                         ") SELECT " + columns + " FROM (" + select + ") AS backfill_source";
+    spi::Result loaded;
+    try {
+        loaded = spi::exec_with_bounds(insert, job.key_type, t.lower, t.upper);
+    } catch (const pg::Error &e) {
+        const char *constraint = e.data()->constraint_name;
+        if (e.sqlstate() != ERRCODE_CHECK_VIOLATION || !constraint ||
+            bound_constraint(t) != constraint)
+            throw;
+        throw pg::Failure(ERRCODE_CHECK_VIOLATION,
+                          pg::fmt("the source returned a row outside partition %1% %2%",
+                                  t.qualified(), partition_range(t)),
+                          e.data()->detail ? e.data()->detail : "",
+                          "A query source must return only rows with $1 <= key < $2; filter "
+                          "it on the partition key. The partition was left as it was.");
+    }
+    control::as_owner([&] {
+        spi::exec("UPDATE backfill.tasks SET rows_before = $3::bigint, rows_after = $4, phase = 'loaded' "
+                  "WHERE job = $1 AND task_no = $2::int",
+                  {spi::bigint_param(t.job), spi::bigint_param(t.no),
+                   spi::text_param(rows_before), spi::bigint_param((int64)loaded.processed)});
+    });
+}
+
+void build_indexes(const Job &job, const Task &t) {
+    std::string oid = partition_oid(job, t);
+    std::string shadow = qualified(t.schema, shadow_name(t));
+    spi::Result indexes = partition_indexes(oid);
+    for (size_t n = 0; n < indexes.rows.size(); n++) {
+        const spi::Row &index = indexes.rows[n];
+        std::string name = new_index_name(t, n);
+        if (index[3])  // backs a PRIMARY KEY, UNIQUE or EXCLUDE constraint: ATTACH needs one too
+            spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(name) + " " +
+                      *index[4]);
+        else
+            spi::exec(index_on_shadow(t, index, name));
+    }
+    spi::exec("ANALYZE " + shadow);
+    control::task_phase(t, "indexed");
+}
+
+void swap(const Job &job, const Task &t) {
+    std::string oid = partition_oid(job, t);
+    spi::Row facts = spi::exec("SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid), "
+                               "       c.relowner <> $2, c.relowner::regrole::text "
+                               "FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                               {spi::oid_param((Oid)std::stoul(oid)), spi::oid_param(job.run_as)})
+                         .rows.at(0);
+    spi::Result indexes = partition_indexes(oid);
+    std::string target = spi::scalar("SELECT $1::oid::regclass::text",
+                                     {spi::oid_param(job.target)})
+                             .value();
+    std::string kept = kept_name(t);
+    if (relation_oid(qualified(t.schema, kept)))
+        throw pg::Failure(ERRCODE_DUPLICATE_TABLE,
+                          pg::fmt("table %1% already exists", qualified(t.schema, kept)),
+                          "backfill detaches the replaced partition under that name.",
+                          "Rename or drop that table, then resume the job.");
+
+    spi::exec("ALTER TABLE " + target + " DETACH PARTITION " + t.qualified());
+    if (job.detect_writes && control::has_writes(t))
+        throw pg::Failure(ERRCODE_T_R_SERIALIZATION_FAILURE,
+                          pg::fmt("partition %1% was written to while its shadow was built",
+                                  t.qualified()),
+                          "Those writes are not in the shadow; it will be rebuilt.",
+                          "Pass concurrent_writes => 'ignore' only for partitions nobody writes.");
+    spi::exec("ALTER TABLE " + t.qualified() + " RENAME TO " + ident(kept));
+    for (size_t n = 0; n < indexes.rows.size(); n++)
+        spi::exec("ALTER INDEX " + qualified(t.schema, *indexes.rows[n][0]) + " RENAME TO " +
+                  ident(old_index_name(t, n)));
+    for (size_t n = 0; n < indexes.rows.size(); n++)
+        spi::exec("ALTER INDEX " + qualified(t.schema, new_index_name(t, n)) + " RENAME TO " +
+                  ident(*indexes.rows[n][0]));
+    spi::exec("ALTER TABLE " + qualified(t.schema, shadow_name(t)) + " RENAME TO " +
+              ident(t.name));
+    spi::exec("ALTER TABLE " + target + " ATTACH PARTITION " + t.qualified() + " " + *facts[0]);
+    spi::exec("ALTER TABLE " + t.qualified() + " DROP CONSTRAINT " + ident(bound_constraint(t)));
+    if (*facts[1] == "t")
+        spi::exec("ALTER TABLE " + t.qualified() + " OWNER TO " + ident(*facts[2]));
+    control::task_done(t, kept);
+}
+
+void retire_old(const Job &job, const Task &t, double swap_lock_ms) {
+    std::string old = qualified(t.schema, kept_name(t));
+    if (job.keep_old)
+        control::as_owner([&] {
+            spi::exec("DROP TRIGGER IF EXISTS " + ident(write_trigger(t)) + " ON " + old);
+            spi::exec("DROP TRIGGER IF EXISTS " + ident(truncate_trigger(t)) + " ON " + old);
+        });
+    else
+        spi::exec("DROP TABLE " + old);
+    control::task_old_retired(t, swap_lock_ms, job.keep_old);
+}
+
+void clean_up(const Job &job, const Task &t) {
+    if (t.shadow_name) {
+        std::string shadow = qualified(t.schema, *t.shadow_name);
+        spi::Text oid = relation_oid(shadow);
+        if (oid && !is_partition(*oid))
+            spi::exec("DROP TABLE " + shadow);
+        control::task_shadow(t, std::nullopt);
+    }
+    drop_write_triggers(t);
+    control::clear_writes(t);
+}
+
+void drop_leftover_old(const Job &job, const Task &t) {
+    if (!t.old_name || job.keep_old)
+        return;
+    std::string old = qualified(t.schema, *t.old_name);
+    spi::Text oid = relation_oid(old);
+    if (oid && !is_partition(*oid))
+        spi::exec("DROP TABLE " + old);
+    control::task_old_retired(t, -1, false);
+}
+
+}  // namespace task

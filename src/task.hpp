@@ -1,0 +1,38 @@
+// One task: build a partition's shadow, load it, index it, swap it in, drop or keep the old one.
+// Each function is one step; the runner runs each in its own transaction, in this order.
+#pragma once
+
+#include "control.hpp"
+
+#include <string>
+
+namespace task {
+
+// Names derived from the job and task; short enough for any partition name.
+std::string shadow_name(const control::Task &task);
+std::string kept_name(const control::Task &task);
+
+// Step 1: an empty shadow shaped like the partition, with the bound as a CHECK constraint (so
+// ATTACH needs no scan), the partition's grants, and a write-noting trigger on the partition.
+void create_shadow(const control::Job &job, const control::Task &task);
+
+// Step 2: the source's rows for the partition's bound, in one statement (one snapshot).
+void load_shadow(const control::Job &job, const control::Task &task);
+
+// Step 3: the partition's indexes and constraints, built after the load; then ANALYZE.
+void build_indexes(const control::Job &job, const control::Task &task);
+
+// Step 4: DETACH old, rename, ATTACH shadow under the old name, all under lock_timeout.
+// Throws a Failure with ERRCODE_T_R_SERIALIZATION_FAILURE when the partition was written to.
+void swap(const control::Job &job, const control::Task &task);
+
+// Step 5: drop the replaced partition, or keep it detached under its kept name.
+void retire_old(const control::Job &job, const control::Task &task, double swap_lock_ms);
+
+// Leaves the partition as it was: drops the shadow and the write-noting trigger.
+void clean_up(const control::Job &job, const control::Task &task);
+
+// Drops a replaced partition that a done task left behind (crash between swap and drop).
+void drop_leftover_old(const control::Job &job, const control::Task &task);
+
+}  // namespace task
