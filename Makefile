@@ -15,7 +15,8 @@ ISOLATION      = $(basename $(notdir $(wildcard test/specs/*.spec)))
 ISOLATION_OPTS = --inputdir=test --outputdir=test/isolation_output \
                  --temp-instance=test/tmp_check_iso --temp-config=test/regress.conf \
                  --load-extension=backfill
-TAP_TESTS = 1
+TAP_TESTS   = 1
+PROVE_TESTS = test/t/*.pl
 
 PG_CONFIG ?= pg_config
 BF_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \

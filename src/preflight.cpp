@@ -117,7 +117,7 @@ void check_referencing_foreign_keys(const Target &target) {
         {spi::text_param(oid_array(target, true))});
     if (!fks.rows.empty())
         throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                          pg::fmt("foreign keys reference %1%: %2%", target.qualified(),
+                          pg::fmt("foreign keys reference %1% or its partitions: %2%", target.qualified(),
                                   join_rows(fks)),
                           "Detaching a referenced partition fails or scans the referencing "
                           "table under lock.",

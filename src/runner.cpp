@@ -284,14 +284,23 @@ std::string Run::stop(const std::string &state) {
         });
         return "paused";
     }
-    if (state == "cancelled") {
-        recover();
-        book([&] {
-            control::skip_pending_tasks(id_);
-            control::finish_job(id_, "cancelled", std::nullopt);
-        });
+    if (state != "cancelled")
+        return state;
+    // The cancel's SIGINT may arrive after its commit was seen here: take one cancelled
+    // statement in the clean-up as that signal and do the clean-up again.
+    for (int attempt = 1;; attempt++) {
+        try {
+            recover();
+            book([&] {
+                control::skip_pending_tasks(id_);
+                control::finish_job(id_, "cancelled", std::nullopt);
+            });
+            return state;
+        } catch (const pg::Error &e) {
+            if (e.sqlstate() != ERRCODE_QUERY_CANCELED || attempt > 1)
+                throw;
+        }
     }
-    return state;
 }
 
 std::string Run::go() {

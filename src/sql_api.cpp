@@ -346,8 +346,10 @@ Datum backfill_wait(PG_FUNCTION_ARGS) {
                                   "COMMIT first, then wait.");
             double deadline = timeout_ms ? txn::now_ms() + *timeout_ms : 0;
             for (;;) {
+                // A cancelled job is over once its runner has cleaned up and let go of it.
                 std::string state = report::state(id);
-                if (is_terminal(state) || (timeout_ms && txn::now_ms() >= deadline))
+                bool over = is_terminal(state) && control::runner_pid(id) == 0;
+                if (over || (timeout_ms && txn::now_ms() >= deadline))
                     return CStringGetTextDatum(state.c_str());
                 long wait = 200;
                 if (timeout_ms)
@@ -414,9 +416,9 @@ Datum backfill_resume(PG_FUNCTION_ARGS) {
             int pid = control::runner_pid(id);
             if (pid)
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                                  pg::fmt("backfill job %1% is %2% in process %3%", id,
-                                          job.state, pid),
-                                  "", "Pause it first to stop it.");
+                                  pg::fmt("backfill job %1% is %2%", id, job.state),
+                                  pg::fmt("Process %1% runs it.", pid),
+                                  "Pause it first to stop it.");
             if (job.state == "done" || job.state == "cancelled")
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                                   pg::fmt("backfill job %1% is %2%; there is nothing to resume",
