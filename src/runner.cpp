@@ -13,6 +13,7 @@ extern "C" {
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/wait_event.h"
 }
 
@@ -80,6 +81,7 @@ private:
     Origin origin_;
     Job job_;
     Oid session_user_ = InvalidOid;
+    MemoryContext task_memory_ = nullptr;
 
     // Bookkeeping: a step of our own, committed at once.
     void book(const std::function<void()> &body) {
@@ -115,7 +117,8 @@ private:
     bool sleep(double ms, const std::string &why);
     double with_lock_retries(const std::string &what, const std::function<void()> &body);
     std::string blockers();
-    Outcome run_task(Task task);
+    Outcome run_task(const Task &task);
+    Outcome run_task_attempts(Task task);
     void recover();
     std::string stop(const std::string &state);
 };
@@ -195,7 +198,28 @@ double Run::with_lock_retries(const std::string &what, const std::function<void(
     }
 }
 
-Outcome Run::run_task(Task task) {
+// Runs one task in a memory context of its own, emptied before each task, so that a runner's
+// memory stays flat however many tasks a job has.
+Outcome Run::run_task(const Task &task) {
+    MemoryContext outer = CurrentMemoryContext;
+    pg::call([&] {
+        if (!task_memory_)
+            task_memory_ = AllocSetContextCreate(outer, "backfill task", ALLOCSET_DEFAULT_SIZES);
+        MemoryContextReset(task_memory_);
+        MemoryContextSwitchTo(task_memory_);
+    });
+    Outcome outcome;
+    try {
+        outcome = run_task_attempts(task);
+    } catch (...) {
+        MemoryContextSwitchTo(outer);
+        throw;
+    }
+    MemoryContextSwitchTo(outer);
+    return outcome;
+}
+
+Outcome Run::run_task_attempts(Task task) {
     for (int attempt = 1;; attempt++) {
         book([&] { control::task_running(task); });
         bool swapped = false;

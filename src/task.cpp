@@ -201,8 +201,8 @@ void load_shadow(const Job &job, const Task &t) {
             bound_constraint(t) != constraint)
             throw;
         throw pg::Failure(ERRCODE_CHECK_VIOLATION,
-                          pg::fmt("the source returned a row outside partition %1% %2%",
-                                  t.qualified(), partition_range(t)),
+                          pg::fmt("the source returned a row outside the partition's bound %1%",
+                                  partition_range(t)),
                           e.data()->detail ? e.data()->detail : "",
                           "A query source must return only rows with $1 <= key < $2; filter "
                           "it on the partition key. The partition was left as it was.");
@@ -253,8 +253,7 @@ void swap(const Job &job, const Task &t) {
     spi::exec("ALTER TABLE " + target + " DETACH PARTITION " + t.qualified());
     if (job.detect_writes && control::has_writes(t))
         throw pg::Failure(ERRCODE_T_R_SERIALIZATION_FAILURE,
-                          pg::fmt("partition %1% was written to while its shadow was built",
-                                  t.qualified()),
+                          "the partition was written to while its shadow was built",
                           "Those writes are not in the shadow; it will be rebuilt.",
                           "Pass concurrent_writes => 'ignore' only for partitions nobody writes.");
     spi::exec("ALTER TABLE " + t.qualified() + " RENAME TO " + ident(kept));
