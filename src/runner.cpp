@@ -120,6 +120,7 @@ private:
     Outcome run_task(const Task &task);
     Outcome run_task_attempts(Task task);
     void recover();
+    void clean_up(const Task &task);
     std::string stop(const std::string &state);
 };
 
@@ -187,7 +188,7 @@ double Run::with_lock_retries(const std::string &what, const std::function<void(
         }
         std::string holders = blockers();
         if (txn::now_ms() - started >= job_.swap_wait_ms)
-            throw pg::Failure(ERRCODE_LOCK_NOT_AVAILABLE,
+            throw pg::Failure(ERRCODE_OBJECT_IN_USE,  // not retried: swap_wait is the limit
                               pg::fmt("could not get the locks to %1% within swap_wait", what),
                               pg::fmt("Held by: %1%.", holders),
                               "The partition was left as it was. Resume the job when the "
@@ -251,13 +252,7 @@ Outcome Run::run_task_attempts(Task task) {
         }
         log_warning(pg::fmt("backfill job %1%: partition %2%: %3%", id_, task.qualified(),
                             cause.text));
-        try {
-            task_step([&] { task::clean_up(job_, task); }, false, true);
-        } catch (...) {
-            log_warning(pg::fmt("backfill job %1%: could not clean up after %2%: %3%; the "
-                                "next run retries",
-                                id_, task.qualified(), cause_of(std::current_exception()).text));
-        }
+        clean_up(task);
         std::string state = stop_requested ? "running" : state_now();
         if (stop_requested || state != "running") {
             book([&] { control::task_pending(task, std::nullopt); });
@@ -278,20 +273,36 @@ Outcome Run::run_task_attempts(Task task) {
     }
 }
 
+// Undoes what a task that did not finish left: its shadow, then its triggers on the partition.
+// A trigger that cannot be dropped now (a long query holds the partition) stays until the next
+// run; it only notes writes.
+void Run::clean_up(const Task &task) {
+    try {
+        task_step([&] { task::drop_shadow(task); });
+    } catch (...) {
+        log_warning(pg::fmt("backfill job %1%: could not drop the shadow of %2%: %3%; the next "
+                            "run drops it",
+                            id_, task.qualified(), cause_of(std::current_exception()).text));
+    }
+    try {
+        task_step([&] { task::drop_write_triggers(task); }, false, true);
+    } catch (...) {
+        log_warning(pg::fmt("backfill job %1%: could not drop the write-noting triggers of %2%: "
+                            "%3%; the next run drops them",
+                            id_, task.qualified(), cause_of(std::current_exception()).text));
+    }
+}
+
 // Puts the job back in order after a crash, kill or cancel: no shadow, no half-done task, no
 // replaced partition left behind.
 void Run::recover() {
     std::vector<Task> tasks;
     book([&] { tasks = control::load_tasks(id_); });
     for (const Task &t : tasks) {
-        if (t.state == "running" || t.shadow_name)
-            task_step(
-                [&] {
-                    task::clean_up(job_, t);
-                    if (t.state == "running")
-                        control::task_pending(t, std::nullopt);
-                },
-                false, true);
+        if (t.state != "done")
+            clean_up(t);
+        if (t.state == "running")
+            book([&] { control::task_pending(t, std::nullopt); });
         if (t.state == "done" && t.old_name)
             task_step([&] { task::drop_leftover_old(job_, t); }, false, true);
     }
@@ -403,9 +414,12 @@ std::string Run::loop() {
 
 void clean_up_cancelled(const Job &job) {
     for (const Task &t : control::load_tasks(job.id)) {
-        task::clean_up(job, t);
-        if (t.state == "done")
+        if (t.state == "done") {
             task::drop_leftover_old(job, t);
+            continue;
+        }
+        task::drop_shadow(t);
+        task::drop_write_triggers(t);
     }
     control::skip_pending_tasks(job.id);
     control::finish_job(job.id, "cancelled", std::nullopt);

@@ -85,7 +85,7 @@ std::string index_on_shadow(const Task &t, const spi::Row &index, const std::str
            definition.substr(prefix.size());
 }
 
-void drop_write_triggers(const Task &t) {
+void remove_write_triggers(const Task &t) {
     spi::Text oid = relation_oid(t.qualified());
     if (!oid)
         return;
@@ -284,15 +284,18 @@ void retire_old(const Job &job, const Task &t, double swap_lock_ms) {
     control::task_old_retired(t, swap_lock_ms, job.keep_old);
 }
 
-void clean_up(const Job &job, const Task &t) {
-    if (t.shadow_name) {
-        std::string shadow = qualified(t.schema, *t.shadow_name);
-        spi::Text oid = relation_oid(shadow);
-        if (oid && !is_partition(*oid))
-            spi::exec("DROP TABLE " + shadow);
-        control::task_shadow(t, std::nullopt);
-    }
-    drop_write_triggers(t);
+void drop_shadow(const Task &t) {
+    if (!t.shadow_name)
+        return;
+    std::string shadow = qualified(t.schema, *t.shadow_name);
+    spi::Text oid = relation_oid(shadow);
+    if (oid && !is_partition(*oid))
+        spi::exec("DROP TABLE " + shadow);
+    control::task_shadow(t, std::nullopt);
+}
+
+void drop_write_triggers(const Task &t) {
+    remove_write_triggers(t);
     control::clear_writes(t);
 }
 

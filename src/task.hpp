@@ -29,8 +29,10 @@ void swap(const control::Job &job, const control::Task &task);
 // Step 5: drop the replaced partition, or keep it detached under its kept name.
 void retire_old(const control::Job &job, const control::Task &task, double swap_lock_ms);
 
-// Leaves the partition as it was: drops the shadow and the write-noting trigger.
-void clean_up(const control::Job &job, const control::Task &task);
+// Undoing a task that did not finish, in two steps because they lock differently: dropping
+// the shadow locks only the shadow; dropping the write-noting triggers locks the partition.
+void drop_shadow(const control::Task &task);
+void drop_write_triggers(const control::Task &task);
 
 // Drops a replaced partition that a done task left behind (crash between swap and drop).
 void drop_leftover_old(const control::Job &job, const control::Task &task);
