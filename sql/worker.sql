@@ -84,6 +84,30 @@ SELECT partition, state, attempts, error FROM backfill_tasks(:job);
 SELECT count(*) FILTER (WHERE amount = id + 1) AS unchanged FROM w;
 SELECT backfill_cancel(:job);
 
+-- the worker logs in as the session's login role and runs as the (NOLOGIN) owner it switched to
+CREATE ROLE bf_owner NOLOGIN;
+CREATE ROLE bf_login LOGIN;
+GRANT bf_owner TO bf_login;
+GRANT CREATE ON SCHEMA public TO bf_owner;
+SET ROLE bf_owner;
+CREATE TABLE o (id int NOT NULL, day date NOT NULL, amount int) PARTITION BY RANGE (day);
+CREATE TABLE o_01 PARTITION OF o FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+INSERT INTO o SELECT g, '2024-01-05', g FROM generate_series(1, 10) g;
+CREATE TABLE o_src AS SELECT id, day, amount + 1 AS amount FROM o;
+RESET ROLE;
+SET SESSION AUTHORIZATION bf_login;
+SET ROLE bf_owner;
+SELECT backfill_start('o', '2024-01-01', '2024-02-01', 'o_src') AS job \gset
+SELECT backfill_wait(:job, '60s');
+SELECT state, attempts, error FROM backfill_tasks(:job);
+RESET SESSION AUTHORIZATION;
+SELECT run_as, login_role FROM backfill.jobs WHERE id = :job;
+SELECT relowner::regrole AS new_partition_owner, (SELECT sum(amount) FROM o) AS total
+  FROM pg_class WHERE relname = 'o_01';
+DROP TABLE o, o_src;
+REVOKE CREATE ON SCHEMA public FROM bf_owner;
+DROP ROLE bf_login, bf_owner;
+
 DROP TABLE w, w_src CASCADE;
 DROP FUNCTION w_boom(int);
 DROP PROCEDURE wait_for_tasks(bigint, int);

@@ -157,8 +157,9 @@ std::vector<Task> load_tasks(int64 job) {
 }
 
 bool job_xmin_is_current_transaction(int64 id) {
-    spi::Text xmin = spi::scalar("SELECT xmin::text FROM backfill.jobs WHERE id = $1",
-                                 {spi::bigint_param(id)});
+    spi::Result r = run("SELECT xmin::text FROM backfill.jobs WHERE id = $1",
+                        {spi::bigint_param(id)});
+    spi::Text xmin = r.rows.empty() ? std::nullopt : r.rows[0][0];
     bool current = false;
     if (xmin) {
         TransactionId xid = (TransactionId)std::stoul(*xmin);
@@ -262,10 +263,9 @@ void clear_writes(const Task &task) {
 }
 
 bool has_writes(const Task &task) {
-    return spi::scalar("SELECT 1 FROM backfill.writes WHERE job = $1 AND task_no = $2::int "
-                       "LIMIT 1",
-                       {spi::bigint_param(task.job), spi::bigint_param(task.no)})
-        .has_value();
+    return !run("SELECT 1 FROM backfill.writes WHERE job = $1 AND task_no = $2::int LIMIT 1",
+                {spi::bigint_param(task.job), spi::bigint_param(task.no)})
+                .rows.empty();
 }
 
 int runner_pid(int64 job) {
