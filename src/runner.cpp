@@ -234,6 +234,9 @@ Outcome Run::run_task_attempts(Task task) {
             task_step([&] { task::load_shadow(job_, task); }, true);
             report(pg::fmt("backfill job %1%: indexing the shadow of %2%", id_, task.qualified()));
             task_step([&] { task::build_indexes(job_, task); });
+            with_lock_retries("add the foreign keys of " + task.qualified(),
+                              [&] { task::add_foreign_keys(job_, task); });
+            task_step([&] { task::validate_foreign_keys(job_, task); });
             report(pg::fmt("backfill job %1%: swapping %2%", id_, task.qualified()));
             double lock_ms = with_lock_retries("swap partition " + task.qualified(),
                                                [&] { task::swap(job_, task); });

@@ -232,6 +232,27 @@ void build_indexes(const Job &job, const Task &t) {
     control::task_phase(t, "indexed");
 }
 
+// The partition's foreign keys (those it inherits from the parent and its own), by name.
+spi::Result partition_foreign_keys(const std::string &oid) {
+    return spi::exec("SELECT conname, pg_catalog.pg_get_constraintdef(oid) "
+                     "FROM pg_catalog.pg_constraint WHERE conrelid = $1 AND contype = 'f' "
+                     "ORDER BY conname",
+                     {spi::oid_param((Oid)std::stoul(oid))});
+}
+
+void add_foreign_keys(const Job &job, const Task &t) {
+    std::string shadow = qualified(t.schema, shadow_name(t));
+    for (const spi::Row &fk : partition_foreign_keys(partition_oid(job, t)).rows)
+        spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(*fk[0]) + " " + *fk[1] +
+                  " NOT VALID");
+}
+
+void validate_foreign_keys(const Job &job, const Task &t) {
+    std::string shadow = qualified(t.schema, shadow_name(t));
+    for (const spi::Row &fk : partition_foreign_keys(partition_oid(job, t)).rows)
+        spi::exec("ALTER TABLE " + shadow + " VALIDATE CONSTRAINT " + ident(*fk[0]));
+}
+
 void swap(const Job &job, const Task &t) {
     std::string oid = partition_oid(job, t);
     spi::Row facts = spi::exec("SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid), "

@@ -22,6 +22,12 @@ void load_shadow(const control::Job &job, const control::Task &task);
 // Step 3: the partition's indexes and constraints, built after the load; then ANALYZE.
 void build_indexes(const control::Job &job, const control::Task &task);
 
+// Step 3b: the partition's foreign keys, added NOT VALID (a brief lock on the referenced tables,
+// under lock_timeout), then validated (a scan under a lock that blocks no writer), so that ATTACH
+// finds them in place and does not validate them under its lock.
+void add_foreign_keys(const control::Job &job, const control::Task &task);
+void validate_foreign_keys(const control::Job &job, const control::Task &task);
+
 // Step 4: DETACH old, rename, ATTACH shadow under the old name, all under lock_timeout.
 // Throws a Failure with ERRCODE_T_R_SERIALIZATION_FAILURE when the partition was written to.
 void swap(const control::Job &job, const control::Task &task);

@@ -1,0 +1,75 @@
+-- The new partition is the old one, corrected: what belongs to the partition rather than its
+-- parent carries over (indexes, constraints, foreign keys, defaults, owner, grants, storage
+-- options), and the parent's foreign keys arrive validated before the swap.
+SET client_min_messages = warning;
+SELECT setval('backfill.jobs_id_seq', 5000) AS job_ids_from; -- job ids in messages do not depend on test order
+CREATE ROLE bf_part_owner;
+CREATE ROLE bf_reader;
+CREATE TABLE co_cust (id int PRIMARY KEY);
+INSERT INTO co_cust SELECT generate_series(1, 50);
+CREATE TABLE co (id int NOT NULL, day date NOT NULL, cust int REFERENCES co_cust, amount int,
+                 note text DEFAULT 'parent default', PRIMARY KEY (id, day))
+  PARTITION BY RANGE (day);
+CREATE TABLE co_01 PARTITION OF co FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')
+  WITH (fillfactor = 70, autovacuum_enabled = false);
+CREATE UNLOGGED TABLE co_02 PARTITION OF co FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+CREATE INDEX co_amount ON co (amount);
+CREATE INDEX co_01_local_note ON co_01 (note) WHERE note IS NOT NULL;
+ALTER TABLE co_01 ADD CONSTRAINT co_01_positive CHECK (amount > 0);
+ALTER TABLE co_01 ADD CONSTRAINT co_01_cust_local FOREIGN KEY (cust) REFERENCES co_cust ON DELETE CASCADE;
+ALTER TABLE co_01 ADD CONSTRAINT co_01_unique_amount UNIQUE (amount);
+ALTER TABLE co_01 ALTER COLUMN note SET DEFAULT 'partition default';
+COMMENT ON COLUMN co_01.amount IS 'cents';
+GRANT SELECT, UPDATE ON co_01 TO bf_reader;
+GRANT bf_part_owner TO CURRENT_USER;
+ALTER TABLE co_02 OWNER TO bf_part_owner;
+INSERT INTO co SELECT g, date '2024-01-01' + g % 60, 1 + g % 50, g FROM generate_series(1, 600) g;
+CREATE TABLE co_src AS SELECT id, day, cust, amount + 1000 AS amount FROM co;
+
+-- what belongs to a partition, as text, to compare before and after
+CREATE FUNCTION partition_properties(rel regclass) RETURNS TABLE (property text, value text)
+LANGUAGE sql AS $$
+    SELECT 'persistence', relpersistence::text FROM pg_class WHERE oid = rel
+    UNION ALL SELECT 'owner', relowner::regrole::text FROM pg_class WHERE oid = rel
+    UNION ALL SELECT 'grants', relacl::text FROM pg_class WHERE oid = rel
+    UNION ALL SELECT 'options', reloptions::text FROM pg_class WHERE oid = rel
+    UNION ALL SELECT 'index', pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = rel
+    UNION ALL SELECT 'constraint', conname || ': ' || pg_get_constraintdef(oid) || ' valid '
+                     || convalidated || ' inherited ' || (conparentid <> 0 OR coninhcount > 0)
+                FROM pg_constraint WHERE conrelid = rel
+    UNION ALL SELECT 'default', a.attname || ' = ' || pg_get_expr(d.adbin, d.adrelid)
+                FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+               WHERE d.adrelid = rel
+    UNION ALL SELECT 'comment', a.attname || ': ' || col_description(rel, a.attnum)
+                FROM pg_attribute a WHERE a.attrelid = rel AND col_description(rel, a.attnum) IS NOT NULL
+$$;
+CREATE TEMP TABLE before AS
+  SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
+         LATERAL partition_properties(p.relname::regclass) pp;
+
+SELECT backfill_start('co', '2024-01-01', '2024-03-01', 'co_src', background => false) AS job \gset
+CALL backfill_run(:job);
+SELECT partition, state, rows_before, rows_after FROM backfill_tasks(:job);
+
+-- every property is the same on the new partitions: nothing is missing, nothing new
+SELECT relname, count(*) AS properties FROM before GROUP BY 1 ORDER BY 1;
+(SELECT * FROM before EXCEPT
+ SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
+        LATERAL partition_properties(p.relname::regclass) pp)
+UNION ALL
+(SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
+        LATERAL partition_properties(p.relname::regclass) pp
+ EXCEPT SELECT * FROM before);
+-- the parent's foreign key is attached (not a second copy), the local one stays local
+SELECT conname, conparentid <> 0 AS from_parent, convalidated
+  FROM pg_constraint WHERE conrelid = 'co_01'::regclass AND contype = 'f' ORDER BY 1;
+SELECT count(*) FROM (SELECT id, day, cust, amount FROM co EXCEPT SELECT * FROM co_src) d;
+-- and they are enforced
+INSERT INTO co VALUES (1000, '2024-01-10', 999, 5);
+INSERT INTO co VALUES (1001, '2024-01-10', 1, -5);
+-- the extension's tables are dumped with the database
+SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'backfill' ORDER BY 1;
+
+DROP TABLE co, co_src, co_cust;
+DROP FUNCTION partition_properties(regclass);
+DROP ROLE bf_part_owner, bf_reader;
