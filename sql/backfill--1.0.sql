@@ -56,6 +56,7 @@ CREATE TABLE backfill.tasks (
     state            text        NOT NULL DEFAULT 'pending'
         CHECK (state IN ('pending', 'running', 'done', 'failed', 'skipped')),
     phase            text,       -- how far a running task got: shadow, loaded, indexed
+    runner_slot      int,        -- which of the job's runners runs it (see control.cpp)
     attempts         int         NOT NULL DEFAULT 0,
     rows_before      bigint,
     rows_after       bigint,
@@ -84,10 +85,10 @@ SELECT pg_catalog.pg_extension_config_dump('backfill.tasks', '');
 CREATE FUNCTION backfill.note_write() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    IF current_setting('backfill.noted_' || TG_ARGV[0] || '_' || TG_ARGV[1], true)
+    IF current_setting('backfill_noted.job' || TG_ARGV[0] || '_' || TG_ARGV[1], true)
        IS DISTINCT FROM 'on' THEN
         INSERT INTO backfill.writes VALUES (TG_ARGV[0]::bigint, TG_ARGV[1]::int);
-        PERFORM set_config('backfill.noted_' || TG_ARGV[0] || '_' || TG_ARGV[1], 'on', true);
+        PERFORM set_config('backfill_noted.job' || TG_ARGV[0] || '_' || TG_ARGV[1], 'on', true);
     END IF;
     RETURN NULL;
 END

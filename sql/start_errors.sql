@@ -83,7 +83,6 @@ SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', pause => '-1s');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', lock_timeout => '0');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', swap_wait => '1s', lock_timeout => '2s');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', workers => 0);
-SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', workers => 2);
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', concurrent_writes => 'block');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', max_rows_per_second => 1000);
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', max_replication_lag => '1s');

@@ -4,6 +4,7 @@
 extern "C" {
 #include "postgres.h"
 #include "utils/acl.h"
+#include "utils/guc.h"
 #include "utils/rel.h"
 #include "partitioning/partdesc.h"
 }
@@ -15,6 +16,10 @@ extern "C" {
 #if PG_VERSION_NUM < 140000
 // PostgreSQL 13 has no detached-pending partitions, so nothing to omit.
 #define RelationGetPartitionDesc(rel, omit_detached) RelationGetPartitionDesc(rel)
+#endif
+
+#if PG_VERSION_NUM < 150000
+#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
 
 namespace compat {

@@ -46,6 +46,37 @@ void update_task(const Task &task, const std::string &set_clause,
 
 bool to_bool(const spi::Text &t) { return t && *t == "t"; }
 
+// True when the runner slot of a task row (alias t) is held by a live process.
+const char *kSlotAlive =
+    "EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+    "        AND l.database = (SELECT oid FROM pg_catalog.pg_database "
+    "                          WHERE datname = pg_catalog.current_database()) "
+    "        AND l.classid = (1650879596 + t.runner_slot)::oid AND l.objid = t.job::oid "
+    "        AND l.objsubid = 2)";
+
+void runner_locktag(LOCKTAG *tag, int64 job, int slot) {
+    SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, kRunnerLockKey + slot, (uint32)job, 2);
+}
+
+Task task_from_row(int64 job, const spi::Row &row) {
+    Task t;
+    t.job = job;
+    t.no = std::stoi(*row[0]);
+    t.schema = *row[1];
+    t.name = *row[2];
+    t.lower = *row[3];
+    t.upper = *row[4];
+    t.state = *row[5];
+    t.phase = row[6];
+    t.shadow_name = row[7];
+    t.old_name = row[8];
+    t.attempts = std::stoi(*row[9]);
+    return t;
+}
+
+const char *kTaskColumns = "task_no, partition_schema, partition_name, lower_bound, upper_bound, "
+                           "state, phase, shadow_name, old_name, attempts";
+
 }  // namespace
 
 void as_owner(const std::function<void()> &fn) {
@@ -100,7 +131,7 @@ Job load_job(int64 id) {
         "SELECT id, target::oid, target_name, key_column, key_type::oid, range_from, range_to, "
         "source, source_is_query, extract(epoch FROM pause) * 1000, keep_old, "
         "greatest(ceil(extract(epoch FROM lock_timeout) * 1000), 1)::bigint || 'ms', extract(epoch FROM swap_wait) * 1000, concurrent_writes, "
-        "background, run_as::oid, login_role::oid, search_path, state, interrupted "
+        "background, run_as::oid, login_role::oid, search_path, state, interrupted, workers "
         "FROM backfill.jobs WHERE id = $1",
         {spi::bigint_param(id)});
     if (r.rows.empty())
@@ -128,31 +159,17 @@ Job load_job(int64 id) {
     job.search_path = *row[17];
     job.state = *row[18];
     job.interrupted = to_bool(row[19]);
+    job.workers = std::stoi(*row[20]);
     return job;
 }
 
 std::vector<Task> load_tasks(int64 job) {
-    spi::Result r = run(
-        "SELECT task_no, partition_schema, partition_name, lower_bound, upper_bound, state, "
-        "phase, shadow_name, old_name, attempts FROM backfill.tasks WHERE job = $1 "
-        "ORDER BY task_no",
-        {spi::bigint_param(job)});
+    spi::Result r = run(std::string("SELECT ") + kTaskColumns +
+                            " FROM backfill.tasks WHERE job = $1 ORDER BY task_no",
+                        {spi::bigint_param(job)});
     std::vector<Task> tasks;
-    for (const spi::Row &row : r.rows) {
-        Task t;
-        t.job = job;
-        t.no = std::stoi(*row[0]);
-        t.schema = *row[1];
-        t.name = *row[2];
-        t.lower = *row[3];
-        t.upper = *row[4];
-        t.state = *row[5];
-        t.phase = row[6];
-        t.shadow_name = row[7];
-        t.old_name = row[8];
-        t.attempts = std::stoi(*row[9]);
-        tasks.push_back(std::move(t));
-    }
+    for (const spi::Row &row : r.rows)
+        tasks.push_back(task_from_row(job, row));
     return tasks;
 }
 
@@ -268,38 +285,75 @@ bool has_writes(const Task &task) {
                 .rows.empty();
 }
 
-int runner_pid(int64 job) {
-    spi::Text pid = spi::scalar(
+
+std::vector<int> runner_pids(int64 job) {
+    spi::Result r = spi::exec(
         "SELECT pid FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
         "AND database = (SELECT oid FROM pg_catalog.pg_database "
         "                WHERE datname = pg_catalog.current_database()) "
-        "AND classid = $1::oid AND objid = $2::oid AND objsubid = 2",
-        {spi::bigint_param(kRunnerLockKey), spi::bigint_param(job)});
-    return pid ? std::stoi(*pid) : 0;
+        "AND classid::bigint BETWEEN $1 AND $1 + $3 - 1 AND objid = $2::oid "
+        "AND objsubid = 2 ORDER BY pid",
+        {spi::bigint_param(kRunnerLockKey), spi::bigint_param(job),
+         spi::bigint_param(kMaxRunners)});
+    std::vector<int> pids;
+    for (const spi::Row &row : r.rows)
+        pids.push_back(std::stoi(*row[0]));
+    return pids;
 }
 
-namespace {
-void runner_locktag(LOCKTAG *tag, int64 job) {
-    SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, kRunnerLockKey, (uint32)job, 2);
-}
-}  // namespace
-
-bool claim_runner(int64 job) {
-    bool claimed = false;
+int claim_runner(int64 job, int slots) {
+    int claimed = -1;
     pg::call([&] {
-        LOCKTAG tag;
-        runner_locktag(&tag, job);
-        claimed = LockAcquire(&tag, ExclusiveLock, true, true) != LOCKACQUIRE_NOT_AVAIL;
+        for (int slot = 0; slot < slots && slot < kMaxRunners && claimed < 0; slot++) {
+            LOCKTAG tag;
+            runner_locktag(&tag, job, slot);
+            if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_OK)
+                claimed = slot;
+        }
     });
     return claimed;
 }
 
-void release_runner(int64 job) {
+void release_runner(int64 job, int slot) {
     pg::call([&] {
         LOCKTAG tag;
-        runner_locktag(&tag, job);
+        runner_locktag(&tag, job, slot);
         LockRelease(&tag, ExclusiveLock, true);
     });
+}
+
+std::optional<Task> claim_next_task(int64 job, int slot) {
+    spi::Result r = run(
+        std::string("UPDATE backfill.tasks SET state = 'running', runner_slot = $2::int, "
+                    "phase = NULL, attempts = attempts + 1, error = NULL, "
+                    "started_at = clock_timestamp(), finished_at = NULL "
+                    "WHERE (job, task_no) = (SELECT job, task_no FROM backfill.tasks "
+                    "  WHERE job = $1 AND state = 'pending' ORDER BY task_no LIMIT 1 "
+                    "  FOR UPDATE SKIP LOCKED) RETURNING ") +
+            kTaskColumns,
+        {spi::bigint_param(job), spi::bigint_param(slot)});
+    if (r.rows.empty())
+        return std::nullopt;
+    return task_from_row(job, r.rows[0]);
+}
+
+std::vector<Task> orphaned_tasks(int64 job) {
+    spi::Result r = run(std::string("SELECT ") + kTaskColumns +
+                            " FROM backfill.tasks t WHERE job = $1 AND "
+                            "(state = 'running' OR shadow_name IS NOT NULL) AND NOT " +
+                            kSlotAlive + " ORDER BY task_no",
+                        {spi::bigint_param(job)});
+    std::vector<Task> tasks;
+    for (const spi::Row &row : r.rows)
+        tasks.push_back(task_from_row(job, row));
+    return tasks;
+}
+
+bool has_tasks_left(int64 job, bool running) {
+    return !run("SELECT 1 FROM backfill.tasks WHERE job = $1 "
+                "AND (state = 'pending' OR ($2::boolean AND state = 'running')) LIMIT 1",
+                {spi::bigint_param(job), spi::text_param(running ? "t" : "f")})
+                .rows.empty();
 }
 
 }  // namespace control

@@ -29,6 +29,7 @@ struct Job {
     Oid target = InvalidOid;
     std::string target_name, key_column;
     Oid key_type = InvalidOid;
+    int workers = 1;
     std::string range_from, range_to;
     std::string source;
     bool source_is_query = false;
@@ -70,6 +71,7 @@ void finish_job(int64 id, const std::string &state, const spi::Text &last_error)
 void mark_interrupted(int64 id, const std::string &reason);
 
 // Task state changes.
+// A task tried again by the runner that holds it.
 void task_running(const Task &task);
 void task_phase(const Task &task, const std::string &phase);
 void task_shadow(const Task &task, const spi::Text &shadow_name);
@@ -87,10 +89,18 @@ void resume_job(int64 job);
 void clear_writes(const Task &task);
 bool has_writes(const Task &task);
 
-// The pid of the session running the job (it holds the job's advisory lock), or 0.
-int runner_pid(int64 job);
-// Takes the job's runner lock for this session; false when another session holds it.
-bool claim_runner(int64 job);
-void release_runner(int64 job);
+// Runners: each process running a job (a worker, or CALL backfill_run) holds one of the job's
+// runner slots, a session-level advisory lock that dies with the process.
+constexpr int kMaxRunners = 32;
+std::vector<int> runner_pids(int64 job);      // processes running the job now
+int claim_runner(int64 job, int slots);       // a free slot below `slots`, or -1
+void release_runner(int64 job, int slot);
+
+// Marks the job's first pending task running in `slot`; nullopt when none is pending.
+std::optional<Task> claim_next_task(int64 job, int slot);
+// Tasks marked running whose runner is gone (killed, crashed): to clean up and redo.
+std::vector<Task> orphaned_tasks(int64 job);
+// Whether any task of the job is pending (or, with running, pending or running).
+bool has_tasks_left(int64 job, bool running);
 
 }  // namespace control

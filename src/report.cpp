@@ -7,12 +7,13 @@ namespace report {
 
 namespace {
 
-// True when a process holds the job's runner lock (see control::claim_runner).
+// True when a process holds one of the job's runner slots (see control::claim_runner).
 const char *kRunnerAlive =
     "EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
     "        AND l.database = (SELECT oid FROM pg_catalog.pg_database "
     "                          WHERE datname = pg_catalog.current_database()) "
-    "        AND l.classid = 1650879596 AND l.objid = j.id::oid AND l.objsubid = 2)";
+    "        AND l.classid BETWEEN 1650879596 AND 1650879596 + 31 AND l.objid = j.id::oid "
+    "        AND l.objsubid = 2)";
 
 std::vector<spi::Row> as_owner(const std::string &sql, const std::vector<spi::Param> &params) {
     spi::Result result;

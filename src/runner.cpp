@@ -82,6 +82,7 @@ private:
     Job job_;
     Oid session_user_ = InvalidOid;
     MemoryContext task_memory_ = nullptr;
+    int slot_ = -1;
 
     // Bookkeeping: a step of our own, committed at once.
     void book(const std::function<void()> &body) {
@@ -121,6 +122,8 @@ private:
     Outcome run_task_attempts(Task task);
     void recover();
     void clean_up(const Task &task);
+    void claim_slot();
+    void release_slot();
     std::string stop(const std::string &state);
 };
 
@@ -222,7 +225,8 @@ Outcome Run::run_task(const Task &task) {
 
 Outcome Run::run_task_attempts(Task task) {
     for (int attempt = 1;; attempt++) {
-        book([&] { control::task_running(task); });
+        if (attempt > 1)
+            book([&] { control::task_running(task); });
         bool swapped = false;
         std::exception_ptr error;
         try {
@@ -299,16 +303,19 @@ void Run::clean_up(const Task &task) {
 // Puts the job back in order after a crash, kill or cancel: no shadow, no half-done task, no
 // replaced partition left behind.
 void Run::recover() {
-    std::vector<Task> tasks;
-    book([&] { tasks = control::load_tasks(id_); });
-    for (const Task &t : tasks) {
-        if (t.state != "done")
-            clean_up(t);
+    std::vector<Task> orphans, tasks;
+    book([&] {
+        orphans = control::orphaned_tasks(id_);
+        tasks = control::load_tasks(id_);
+    });
+    for (const Task &t : orphans) {
+        clean_up(t);
         if (t.state == "running")
             book([&] { control::task_pending(t, std::nullopt); });
+    }
+    for (const Task &t : tasks)
         if (t.state == "done" && t.old_name)
             task_step([&] { task::drop_leftover_old(job_, t); }, false, true);
-    }
 }
 
 // Ends a run that was told to stop: a SIGTERM pauses the job, a cancel finishes it.
@@ -343,17 +350,48 @@ std::string Run::stop(const std::string &state) {
 
 std::string Run::go() {
     std::exception_ptr error;
+    std::string state;
     try {
-        return loop();
+        state = loop();
     } catch (...) {
         error = std::current_exception();
     }
-    if (stop_requested)  // a SIGTERM cancelled whatever statement was running
-        return stop("running");
-    std::string state = state_now();  // a cancel may have interrupted a sleep
-    if (state != "running")
-        return stop(state);
-    std::rethrow_exception(error);
+    if (error) {
+        try {
+            if (stop_requested)  // a SIGTERM cancelled whatever statement was running
+                state = stop("running");
+            else if ((state = state_now()) != "running")  // a cancel may have cut a sleep short
+                state = stop(state);
+            else
+                std::rethrow_exception(error);
+        } catch (...) {
+            release_slot();
+            throw;
+        }
+    }
+    release_slot();
+    return state;
+}
+
+void Run::release_slot() {
+    if (slot_ >= 0)
+        control::release_runner(id_, slot_);
+    slot_ = -1;
+}
+
+// Takes one of the job's runner slots (there are `workers` of them), or says who runs it.
+void Run::claim_slot() {
+    slot_ = control::claim_runner(id_, std::max(job_.workers, 1));
+    if (slot_ >= 0)
+        return;
+    std::vector<int> pids = control::runner_pids(id_);
+    std::string list;
+    for (int pid : pids)
+        list += (list.empty() ? "" : ", ") + std::to_string(pid);
+    throw pg::Failure(ERRCODE_OBJECT_IN_USE,
+                      pg::fmt("backfill job %1% is already being run", id_),
+                      pg::fmt("Process(es) %1% run it.", list),
+                      "Wait for it (SELECT backfill_wait(job)) or pause it first.");
 }
 
 std::string Run::loop() {
@@ -369,6 +407,7 @@ std::string Run::loop() {
                               ? pg::fmt("SELECT backfill_resume(%1%) first.", id_)
                               : std::string("Only a pending or running job can be run."));
     }
+    claim_slot();
     book([&] { control::job_started(id_); });
     recover();
 
@@ -377,38 +416,42 @@ std::string Run::loop() {
     for (;;) {
         if (stop_requested)
             return stop("running");
-        std::vector<Task> tasks;
-        book([&] {
-            job_ = control::load_job(id_);
-            tasks = control::load_tasks(id_);
-        });
+        book([&] { job_ = control::load_job(id_); });
         if (job_.state != "running")
             return stop(job_.state);
-        auto next = std::find_if(tasks.begin(), tasks.end(),
-                                 [](const Task &t) { return t.state == "pending"; });
-        if (next == tasks.end()) {
-            book([&] { control::finish_job(id_, "done", std::nullopt); });
-            return "done";
-        }
         bool out_of_tasks = limits_.max_tasks && tasks_run >= *limits_.max_tasks;
         bool out_of_time =
             limits_.max_duration_ms && txn::now_ms() - started >= *limits_.max_duration_ms;
-        if (out_of_tasks || out_of_time) {
+        std::optional<Task> next;
+        bool pending = false, unfinished = false;
+        if (!out_of_tasks && !out_of_time)
+            book([&] { next = control::claim_next_task(id_, slot_); });
+        if (!next)
+            book([&] {
+                pending = control::has_tasks_left(id_, false);
+                unfinished = control::has_tasks_left(id_, true);
+            });
+        if (!next && pending) {  // a limit ended this slice
             book([&] {
                 control::set_job_state(id_, "pending");
                 control::set_waiting_on(id_, std::string("the next CALL backfill_run"));
             });
             return "pending";
         }
+        if (!next && !unfinished) {  // the last runner out finishes the job
+            book([&] { control::finish_job(id_, "done", std::nullopt); });
+            return "done";
+        }
+        if (!next)
+            return "running";  // other runners are finishing the last tasks
         Outcome outcome = run_task(*next);
         if (outcome == Outcome::failed)
             return "failed";
         if (outcome == Outcome::stopped)
             return stop(stop_requested ? "running" : state_now());
         tasks_run++;
-        bool more = std::any_of(next + 1, tasks.end(),
-                                [](const Task &t) { return t.state == "pending"; });
-        if (more && job_.pause_ms > 0 && !sleep(job_.pause_ms, "pause"))
+        book([&] { pending = control::has_tasks_left(id_, false); });
+        if (pending && job_.pause_ms > 0 && !sleep(job_.pause_ms, "pause"))
             continue;  // the loop top sees why
     }
 }
@@ -429,22 +472,7 @@ void clean_up_cancelled(const Job &job) {
 }
 
 std::string run(int64 job, const Limits &limits, Origin origin) {
-    if (!control::claim_runner(job)) {
-        int pid = control::runner_pid(job);
-        throw pg::Failure(ERRCODE_OBJECT_IN_USE,
-                          pg::fmt("backfill job %1% is already being run by process %2%", job,
-                                  pid),
-                          "", "Wait for it (SELECT backfill_wait(job)) or pause it first.");
-    }
-    std::string state;
-    try {
-        state = Run(job, limits, origin).go();
-    } catch (...) {
-        control::release_runner(job);
-        throw;
-    }
-    control::release_runner(job);
-    return state;
+    return Run(job, limits, origin).go();
 }
 
 }  // namespace runner

@@ -156,6 +156,36 @@ bool is_terminal(const std::string &state) {
                       "Wait for that job, or cancel it with backfill_cancel(job).");
 }
 
+int max_workers = 4;  // GUC backfill.max_workers
+
+// How many workers a job gets: what it asks for, but no more than backfill.max_workers, its
+// number of tasks, or the background worker slots free now; a NOTICE says when it gets fewer.
+int affordable_workers(int requested, int tasks, bool background) {
+    int workers = std::min({requested, max_workers, tasks});
+    std::string why = tasks <= max_workers ? pg::fmt("the range has %1% partitions", tasks)
+                                           : pg::fmt("backfill.max_workers is %1%", max_workers);
+    if (background) {
+        // Background processes other than the server's own use max_worker_processes slots.
+        int free_slots = std::stoi(*spi::scalar(
+            "SELECT pg_catalog.current_setting('max_worker_processes')::int - count(*) "
+            "FROM pg_catalog.pg_stat_activity WHERE backend_type NOT IN ('client backend', "
+            "'autovacuum launcher', 'autovacuum worker', 'background writer', 'checkpointer', "
+            "'walwriter', 'archiver', 'startup', 'walreceiver', 'walsender', 'logger', "
+            "'standalone backend')"));
+        if (free_slots < workers) {
+            workers = std::max(free_slots, 1);
+            why = pg::fmt("only %1% background worker slots are free (max_worker_processes)",
+                          free_slots);
+        }
+    }
+    if (workers < requested)
+        pg::call([&] {
+            ereport(NOTICE, (errmsg("backfill will use %d workers, not %d", workers, requested),
+                             errdetail("%s.", why.c_str())));
+        });
+    return workers;
+}
+
 int64 start(const Args &args) {
     args.require(0, "target");
     args.require(3, "source");
@@ -186,11 +216,7 @@ int64 start(const Args &args) {
     if (o.workers < 1)
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           pg::fmt("workers must be at least 1, not %1%", o.workers));
-    if (o.workers > 1)
-        throw pg::Failure(ERRCODE_FEATURE_NOT_SUPPORTED,
-                          "option workers > 1 is not supported yet",
-                          "This version of backfill builds one partition at a time.",
-                          "Pass workers => 1.");
+    o.workers = affordable_workers(o.workers, (int)target.partitions.size(), o.background);
     if (o.concurrent_writes != "retry" && o.concurrent_writes != "ignore")
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           pg::fmt("concurrent_writes must be 'retry' or 'ignore', not '%1%'",
@@ -227,7 +253,8 @@ int64 start(const Args &args) {
     }
     guc::pop(level);
     if (o.background)
-        launch::start_worker_at_commit(id, database, login_role);
+        for (int i = 0; i < o.workers; i++)
+            launch::start_worker_at_commit(id, database, login_role);
     return id;
 }
 
@@ -235,7 +262,14 @@ int64 start(const Args &args) {
 
 extern "C" {
 
-void _PG_init(void) { launch::init(); }
+void _PG_init(void) {
+    launch::init();
+    DefineCustomIntVariable("backfill.max_workers",
+                            "Most background workers one backfill job may use.", NULL,
+                            &max_workers, 4, 1, control::kMaxRunners, PGC_SUSET, 0, NULL, NULL,
+                            NULL);
+    MarkGUCPrefixReserved("backfill");
+}
 
 Datum backfill_start(PG_FUNCTION_ARGS) {
     return pg::entry([&] {
@@ -348,7 +382,7 @@ Datum backfill_wait(PG_FUNCTION_ARGS) {
             for (;;) {
                 // A cancelled job is over once its runner has cleaned up and let go of it.
                 std::string state = report::state(id);
-                bool over = is_terminal(state) && control::runner_pid(id) == 0;
+                bool over = is_terminal(state) && control::runner_pids(id).empty();
                 if (over || (timeout_ms && txn::now_ms() >= deadline))
                     return CStringGetTextDatum(state.c_str());
                 long wait = 200;
@@ -401,7 +435,7 @@ Datum backfill_pause(PG_FUNCTION_ARGS) {
                                           "job can be paused",
                                           id, job.state));
             control::set_job_state(id, "paused");
-            if (int pid = control::runner_pid(id))
+            for (int pid : control::runner_pids(id))
                 launch::signal_runner_at_commit(pid, false);
             return (Datum)0;
         });
@@ -413,11 +447,11 @@ Datum backfill_resume(PG_FUNCTION_ARGS) {
         int64 id = Args(fcinfo).int8(0, "job");
         return with_spi([&] {
             control::Job job = job_for_caller(id);
-            int pid = control::runner_pid(id);
-            if (pid)
+            std::vector<int> pids = control::runner_pids(id);
+            if (!pids.empty())
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                                   pg::fmt("backfill job %1% is %2%", id, job.state),
-                                  pg::fmt("Process %1% runs it.", pid),
+                                  pg::fmt("Process %1% runs it.", pids[0]),
                                   "Pause it first to stop it.");
             if (job.state == "done" || job.state == "cancelled")
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -434,7 +468,8 @@ Datum backfill_resume(PG_FUNCTION_ARGS) {
             Oid database = InvalidOid;
             pg::call([&] { database = MyDatabaseId; });
             if (job.background)
-                launch::start_worker_at_commit(id, database, job.login_role);
+                for (int i = 0; i < job.workers; i++)
+                    launch::start_worker_at_commit(id, database, job.login_role);
             return (Datum)0;
         });
     });
@@ -449,10 +484,11 @@ Datum backfill_cancel(PG_FUNCTION_ARGS) {
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                                   pg::fmt("backfill job %1% is already %2%", id, job.state));
             control::set_job_state(id, "cancelled");
-            if (int pid = control::runner_pid(id)) {
-                launch::signal_runner_at_commit(pid, true);  // it cleans up and finishes
+            std::vector<int> pids = control::runner_pids(id);
+            for (int pid : pids)
+                launch::signal_runner_at_commit(pid, true);  // they clean up and finish
+            if (!pids.empty())
                 return (Datum)0;
-            }
             runner::clean_up_cancelled(job);
             return (Datum)0;
         });

@@ -167,6 +167,7 @@ void create_shadow(const Job &job, const Task &t) {
         spi::exec("GRANT " + *g[1] + " ON " + shadow + " TO " + *g[0] +
                   (*g[2] == "t" ? " WITH GRANT OPTION" : ""));
 
+    remove_write_triggers(t);  // left by an earlier attempt whose clean-up could not get the lock
     if (job.detect_writes)
         control::as_owner([&] {
             std::string args = "(" + literal(std::to_string(t.job)) + ", " +
@@ -271,6 +272,10 @@ void swap(const Job &job, const Task &t) {
                           "backfill detaches the replaced partition under that name.",
                           "Rename or drop that table, then resume the job.");
 
+    // One swap at a time per target: a second one waits here, where it blocks no reader, rather
+    // than in the lock queue of the parent.
+    spi::exec("SELECT pg_catalog.pg_advisory_xact_lock(1650879595, $1::oid::int)",
+              {spi::oid_param(job.target)});
     spi::exec("ALTER TABLE " + target + " DETACH PARTITION " + t.qualified());
     if (job.detect_writes && control::has_writes(t))
         throw pg::Failure(ERRCODE_T_R_SERIALIZATION_FAILURE,

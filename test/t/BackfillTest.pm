@@ -1,0 +1,239 @@
+# Shared helpers of the backfill TAP tests (test/t/*.pl): a server with the extension, the
+# 12-partition table the tests backfill, and what the tests compare before and after a job.
+package BackfillTest;
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+our @EXPORT = qw(
+  new_node create_events month_partitions partition_bounds table_equals
+  tasks_expected tasks_actual catalog_snapshot leftover_relations wait_for_state
+  orphan_files
+);
+
+# A started server with the extension created in database postgres.
+# restart_after_crash is on: a kill -9 of a backend must lead to crash recovery, not shutdown.
+sub new_node
+{
+	my ($name) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf(
+		'postgresql.conf', q{
+max_worker_processes = 16
+restart_after_crash = on
+});
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION backfill');
+	return $node;
+}
+
+# The partitions of public.events, 2024-01 .. 2024-12, in schema parts.
+sub month_partitions
+{
+	return map { sprintf('events_2024_%02d', $_) } 1 .. 12;
+}
+
+# [lower, upper) of a partition made by create_events, as date literals.
+sub partition_bounds
+{
+	my ($partition) = @_;
+	my ($month) = $partition =~ /_(\d\d)$/ or die "not a month partition: $partition";
+	my $upper = $month == 12 ? '2025-01-01' : sprintf('2024-%02d-01', $month + 1);
+	return (sprintf('2024-%02d-01', $month), $upper);
+}
+
+# public.events: RANGE (day), 12 monthly partitions in schema parts, PK (id, day), a secondary
+# index on the parent, a partition-local partial index, a column with a DEFAULT, a generated
+# column, owners other than the superuser that runs the jobs, grants on single partitions and a
+# storage option. public.raw holds $rows rows over 2024; events starts as raw with status 'old'.
+sub create_events
+{
+	my ($node, $rows) = @_;
+	$rows //= 50000;
+	$node->safe_psql(
+		'postgres', qq{
+CREATE ROLE app_owner NOLOGIN;
+CREATE ROLE other_owner NOLOGIN;
+CREATE ROLE reader NOLOGIN;
+CREATE SCHEMA parts;
+CREATE TABLE raw (id bigint NOT NULL, day date NOT NULL, amount int NOT NULL);
+INSERT INTO raw SELECT g, date '2024-01-01' + (g * 7919) % 366, (g * 31) % 1000
+  FROM generate_series(1, $rows) g;
+CREATE TABLE events (
+    id        bigint NOT NULL,
+    day       date   NOT NULL,
+    amount    int    NOT NULL,
+    status    text   NOT NULL DEFAULT 'fresh',
+    amount_x2 int    GENERATED ALWAYS AS (amount * 2) STORED,
+    PRIMARY KEY (id, day)
+) PARTITION BY RANGE (day);
+CREATE INDEX events_amount_idx ON events (amount);
+ALTER TABLE events OWNER TO app_owner;
+DO \$\$
+BEGIN
+    FOR m IN 1..12 LOOP
+        EXECUTE format('CREATE TABLE parts.%I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
+                       'events_2024_' || lpad(m::text, 2, '0'), make_date(2024, m, 1),
+                       (make_date(2024, m, 1) + interval '1 month')::date);
+        EXECUTE format('ALTER TABLE parts.%I OWNER TO app_owner',
+                       'events_2024_' || lpad(m::text, 2, '0'));
+    END LOOP;
+END
+\$\$;
+ALTER TABLE parts.events_2024_07 OWNER TO other_owner;
+CREATE INDEX events_2024_03_status_idx ON parts.events_2024_03 (status) WHERE status <> 'fresh';
+ALTER TABLE parts.events_2024_06 SET (fillfactor = 70);
+GRANT SELECT ON events TO reader;
+GRANT SELECT ON parts.events_2024_03 TO reader;
+GRANT SELECT, UPDATE ON parts.events_2024_04 TO reader WITH GRANT OPTION;
+INSERT INTO events (id, day, amount, status) SELECT id, day, amount, 'old' FROM raw;
+ANALYZE raw, events;
+});
+	return;
+}
+
+# 'A|B': rows of table (or query) $a missing from $b, and of $b missing from $a, as multisets
+# over all columns. '0|0' means equal.
+sub table_equals
+{
+	my ($node, $a, $b) = @_;
+	return $node->safe_psql(
+		'postgres', qq{
+SELECT (SELECT count(*) FROM (SELECT * FROM ($a) x EXCEPT ALL SELECT * FROM ($b) y) d1) || '|' ||
+       (SELECT count(*) FROM (SELECT * FROM ($b) y EXCEPT ALL SELECT * FROM ($a) x) d2)});
+}
+
+# What backfill_tasks should say of a job that has finished: per partition, 'done', the rows the
+# partition held before ($before: a table or query with a column day), the rows the source gives
+# ($after: idem), a positive swap_lock_ms and the attempts given (default 1 each).
+sub tasks_expected
+{
+	my ($node, $before, $after, %attempts) = @_;
+	my $counts = $node->safe_psql(
+		'postgres', qq{
+WITH p (partition) AS (SELECT 'parts.events_2024_' || lpad(m::text, 2, '0') FROM generate_series(1, 12) m),
+     b AS (SELECT 'parts.events_' || to_char(day, 'YYYY_MM') AS partition, count(*) AS n
+           FROM ($before) x GROUP BY 1),
+     a AS (SELECT 'parts.events_' || to_char(day, 'YYYY_MM') AS partition, count(*) AS n
+           FROM ($after) x GROUP BY 1)
+SELECT p.partition, coalesce(b.n, 0), coalesce(a.n, 0)
+FROM p LEFT JOIN b USING (partition) LEFT JOIN a USING (partition) ORDER BY 1});
+	my @lines;
+	for my $row (split /\n/, $counts)
+	{
+		my ($partition, $n_before, $n_after) = split /\|/, $row;
+		my $tries = $attempts{$partition} // 1;
+		push @lines, "$partition|done|$tries|$n_before|$n_after|swap_lock_ms>0";
+	}
+	return join("\n", @lines);
+}
+
+sub tasks_actual
+{
+	my ($node, $job) = @_;
+	return $node->safe_psql(
+		'postgres', qq{
+SELECT partition, state, attempts, rows_before, rows_after,
+       CASE WHEN swap_lock_ms > 0 THEN 'swap_lock_ms>0' ELSE 'swap_lock_ms=' || coalesce(swap_lock_ms::text, 'NULL') END
+FROM backfill_tasks($job) ORDER BY partition});
+}
+
+# Everything that belongs to the partitions of events, one line per item: name, schema, kind,
+# persistence, bound, owner, grants, storage options; columns with their defaults and generation;
+# indexes with definitions and the parent index each is attached to; constraints; user triggers.
+sub catalog_snapshot
+{
+	my ($node) = @_;
+	return $node->safe_psql(
+		'postgres', q{
+WITH p AS (
+    SELECT c.oid, c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'public.events'::regclass)
+SELECT line FROM (
+    SELECT concat_ws(' | ', 'relation', p.relname, n.nspname, c.relkind, c.relpersistence,
+                     pg_get_expr(c.relpartbound, c.oid), 'owner ' || c.relowner::regrole::text,
+                     'acl ' || coalesce(c.relacl::text, '-'),
+                     'options ' || coalesce(c.reloptions::text, '-')) AS line
+    FROM p JOIN pg_class c ON c.oid = p.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+    UNION ALL
+    SELECT concat_ws(' | ', 'column', p.relname, a.attnum, a.attname,
+                     format_type(a.atttypid, a.atttypmod), 'notnull ' || a.attnotnull,
+                     'default ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-'),
+                     'generated ' || a.attgenerated::text)
+    FROM p JOIN pg_attribute a ON a.attrelid = p.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    UNION ALL
+    SELECT concat_ws(' | ', 'index', p.relname, ic.relname, pg_get_indexdef(i.indexrelid),
+                     'primary ' || i.indisprimary, 'valid ' || i.indisvalid,
+                     'attached to ' || coalesce(pi.inhparent::regclass::text, '-'))
+    FROM p JOIN pg_index i ON i.indrelid = p.oid JOIN pg_class ic ON ic.oid = i.indexrelid
+    LEFT JOIN pg_inherits pi ON pi.inhrelid = i.indexrelid
+    UNION ALL
+    SELECT concat_ws(' | ', 'constraint', p.relname, con.conname, con.contype,
+                     pg_get_constraintdef(con.oid), 'validated ' || con.convalidated,
+                     'inherited ' || (con.conparentid <> 0))
+    FROM p JOIN pg_constraint con ON con.conrelid = p.oid
+    UNION ALL
+    SELECT concat_ws(' | ', 'trigger', p.relname, t.tgname)
+    FROM p JOIN pg_trigger t ON t.tgrelid = p.oid AND NOT t.tgisinternal
+) s ORDER BY line COLLATE "C"});
+}
+
+# Relations a finished job must not leave behind: shadows, and (for keep_old => false) kept old
+# partitions <partition>_bf<job>; also the indexes a task names bf_<job>_<task>_new_/_old_.
+sub leftover_relations
+{
+	my ($node, $job) = @_;
+	return $node->safe_psql(
+		'postgres', qq{
+SELECT string_agg(n.nspname || '.' || c.relname || ' (' || c.relkind || ')', ', ' ORDER BY 1)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname LIKE 'bf\\_shadow\\_%' OR c.relname LIKE '%\\_bf$job'
+   OR c.relname LIKE 'bf\\_${job}\\_%'});
+}
+
+# Polls backfill_status until the job's state is $state.
+sub wait_for_state
+{
+	my ($node, $job, $state) = @_;
+	return $node->poll_query_until('postgres',
+		"SELECT state FROM backfill_status($job)", $state);
+}
+
+# Files in base/<dboid>/ of database postgres that belong to no relation: each numeric file
+# name (less its _fsm/_vm/_init fork suffix and .N segment number) compared with
+# pg_relation_filenode() of every relation of the database in its default tablespace. A CHECKPOINT
+# first: the first segment of a dropped relation stays, empty, until the next checkpoint.
+# Returns the sorted list of orphan file names with their sizes, e.g. '16421 (0 bytes)'.
+sub orphan_files
+{
+	my ($node) = @_;
+	$node->safe_psql('postgres', 'CHECKPOINT');
+	my $dboid = $node->safe_psql('postgres',
+		'SELECT oid FROM pg_database WHERE datname = current_database()');
+	my %known = map { $_ => 1 } split /\n/,
+	  $node->safe_psql(
+		'postgres', q{
+SELECT pg_relation_filenode(oid) FROM pg_class
+WHERE pg_relation_filenode(oid) IS NOT NULL AND reltablespace IN (0, (
+      SELECT dattablespace FROM pg_database WHERE datname = current_database()))});
+	my $dir = $node->data_dir . "/base/$dboid";
+	opendir(my $dh, $dir) or die "cannot open $dir: $!";
+	my @orphans;
+	for my $file (sort readdir $dh)
+	{
+		next unless $file =~ /^(\d+)(?:_(?:fsm|vm|init))?(?:\.\d+)?$/;
+		next if $known{$1};
+		push @orphans, "$file (" . ((-s "$dir/$file") || 0) . " bytes)";
+	}
+	closedir $dh;
+	return @orphans;
+}
+
+1;
