@@ -162,7 +162,7 @@ int max_workers = 4;  // GUC backfill.max_workers
 // number of tasks, or the background worker slots free now; a NOTICE says when it gets fewer.
 int affordable_workers(int requested, int tasks, bool background) {
     int workers = std::min({requested, max_workers, tasks});
-    std::string why = tasks <= max_workers ? pg::fmt("the range has %1% partitions", tasks)
+    std::string why = tasks <= max_workers ? pg::fmt("The range has %1% partitions", tasks)
                                            : pg::fmt("backfill.max_workers is %1%", max_workers);
     if (background) {
         // Background processes other than the server's own use max_worker_processes slots.
@@ -174,7 +174,7 @@ int affordable_workers(int requested, int tasks, bool background) {
             "'standalone backend')"));
         if (free_slots < workers) {
             workers = std::max(free_slots, 1);
-            why = pg::fmt("only %1% background worker slots are free (max_worker_processes)",
+            why = pg::fmt("Only %1% background worker slots are free (max_worker_processes)",
                           free_slots);
         }
     }

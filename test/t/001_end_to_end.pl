@@ -118,7 +118,7 @@ is(catalog_snapshot($node), $catalog_before, "job $job3: every partition propert
 
 is( $node->safe_psql(
 		'postgres', qq{
-SELECT string_agg(n.nspname || '.' || c.relname || ' ' || c.relkind
+SELECT string_agg(n.nspname || '.' || c.relname || ' ' || c.relkind::text
                   || CASE WHEN c.relispartition THEN ' attached' ELSE ' detached' END, ', '
                   ORDER BY c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace

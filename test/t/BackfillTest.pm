@@ -192,7 +192,7 @@ sub leftover_relations
 	my ($node, $job) = @_;
 	return $node->safe_psql(
 		'postgres', qq{
-SELECT string_agg(n.nspname || '.' || c.relname || ' (' || c.relkind || ')', ', ' ORDER BY 1)
+SELECT string_agg(n.nspname || '.' || c.relname || ' (' || c.relkind::text || ')', ', ' ORDER BY c.relname)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relname LIKE 'bf\\_shadow\\_%' OR c.relname LIKE '%\\_bf$job'
    OR c.relname LIKE 'bf\\_${job}\\_%'});
