@@ -24,6 +24,24 @@ GRANT SELECT, UPDATE ON co_01 TO bf_reader;
 GRANT bf_part_owner TO CURRENT_USER;
 ALTER TABLE co_02 OWNER TO bf_part_owner;
 INSERT INTO co SELECT g, date '2024-01-01' + g % 60, 1 + g % 50, g FROM generate_series(1, 600) g;
+-- a partition's own triggers (one disabled), row-level security, replica identity, comments,
+-- statistics targets and column grants
+CREATE TABLE co_audit (id int, day date);
+CREATE FUNCTION co_audit_row() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN INSERT INTO co_audit VALUES (NEW.id, NEW.day); RETURN NEW; END $$;
+CREATE TRIGGER co_01_audit AFTER INSERT ON co_01 FOR EACH ROW EXECUTE FUNCTION co_audit_row();
+CREATE TRIGGER co_01_quiet BEFORE UPDATE ON co_01 FOR EACH ROW WHEN (OLD.amount < 0)
+  EXECUTE FUNCTION co_audit_row();
+ALTER TABLE co_01 DISABLE TRIGGER co_01_quiet;
+ALTER TABLE co_01 ENABLE ROW LEVEL SECURITY;
+ALTER TABLE co_01 FORCE ROW LEVEL SECURITY;
+CREATE POLICY co_01_mine ON co_01 AS RESTRICTIVE FOR SELECT TO bf_reader USING (cust < 10);
+CREATE POLICY co_01_all ON co_01 USING (true) WITH CHECK (amount > 0);
+ALTER TABLE co_01 REPLICA IDENTITY USING INDEX co_01_pkey;
+ALTER TABLE co_02 REPLICA IDENTITY FULL;
+COMMENT ON TABLE co_01 IS 'January, corrected';
+ALTER TABLE co_01 ALTER COLUMN amount SET STATISTICS 500;
+GRANT SELECT (id, amount) ON co_02 TO bf_reader;
 CREATE TABLE co_src AS SELECT id, day, cust, amount + 1000 AS amount FROM co;
 
 -- what belongs to a partition, as text, to compare before and after
@@ -42,6 +60,21 @@ LANGUAGE sql AS $$
                WHERE d.adrelid = rel
     UNION ALL SELECT 'comment', a.attname || ': ' || col_description(rel, a.attnum)
                 FROM pg_attribute a WHERE a.attrelid = rel AND col_description(rel, a.attnum) IS NOT NULL
+    UNION ALL SELECT 'table comment', obj_description(rel, 'pg_class')
+    UNION ALL SELECT 'trigger', pg_get_triggerdef(oid) || ' enabled ' || tgenabled::text
+                FROM pg_trigger WHERE tgrelid = rel AND NOT tgisinternal
+    UNION ALL SELECT 'row security', relrowsecurity || ' forced ' || relforcerowsecurity
+                FROM pg_class WHERE oid = rel
+    UNION ALL SELECT 'policy', policyname || ' ' || permissive || ' ' || cmd || ' ' || roles::text
+                               || ' ' || coalesce(qual, '-') || ' ' || coalesce(with_check, '-')
+                FROM pg_policies WHERE (schemaname || '.' || tablename)::regclass = rel
+    UNION ALL SELECT 'replica identity', relreplident::text FROM pg_class WHERE oid = rel
+    UNION ALL SELECT 'replica identity index', indexrelid::regclass::text
+                FROM pg_index WHERE indrelid = rel AND indisreplident
+    UNION ALL SELECT 'statistics target', attname || ' ' || attstattarget
+                FROM pg_attribute WHERE attrelid = rel AND attnum > 0 AND attstattarget >= 0
+    UNION ALL SELECT 'column grants', attname || ' ' || attacl::text
+                FROM pg_attribute WHERE attrelid = rel AND attacl IS NOT NULL
 $$;
 CREATE TEMP TABLE before AS
   SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
@@ -64,12 +97,15 @@ UNION ALL
 SELECT conname, conparentid <> 0 AS from_parent, convalidated
   FROM pg_constraint WHERE conrelid = 'co_01'::regclass AND contype = 'f' ORDER BY 1;
 SELECT count(*) FROM (SELECT id, day, cust, amount FROM co EXCEPT SELECT * FROM co_src) d;
+-- the load fired no trigger of the partition
+SELECT count(*) AS audited FROM co_audit;
 -- and they are enforced
 INSERT INTO co VALUES (1000, '2024-01-10', 999, 5);
 INSERT INTO co VALUES (1001, '2024-01-10', 1, -5);
 -- the extension's tables are dumped with the database
 SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'backfill' ORDER BY 1;
 
-DROP TABLE co, co_src, co_cust;
+DROP TABLE co, co_src, co_cust, co_audit;
+DROP FUNCTION co_audit_row();
 DROP FUNCTION partition_properties(regclass);
 DROP ROLE bf_part_owner, bf_reader;

@@ -1,6 +1,7 @@
 // One task, step by step (see task.hpp).
 #include "task.hpp"
 
+#include "carry_over.hpp"
 #include "source.hpp"
 #include "spi.hpp"
 
@@ -229,6 +230,7 @@ void build_indexes(const Job &job, const Task &t) {
         else
             spi::exec(index_on_shadow(t, index, name));
     }
+    carry_over::after_load(oid, t.qualified(), shadow);
     spi::exec("ANALYZE " + shadow);
     control::task_phase(t, "indexed");
 }
@@ -262,6 +264,7 @@ void swap(const Job &job, const Task &t) {
                                {spi::oid_param((Oid)std::stoul(oid)), spi::oid_param(job.run_as)})
                          .rows.at(0);
     spi::Result indexes = partition_indexes(oid);
+    std::string replica_identity = carry_over::replica_identity(oid);
     std::string target = spi::scalar("SELECT $1::oid::regclass::text",
                                      {spi::oid_param(job.target)})
                              .value();
@@ -293,6 +296,8 @@ void swap(const Job &job, const Task &t) {
               ident(t.name));
     spi::exec("ALTER TABLE " + target + " ATTACH PARTITION " + t.qualified() + " " + *facts[0]);
     spi::exec("ALTER TABLE " + t.qualified() + " DROP CONSTRAINT " + ident(bound_constraint(t)));
+    if (!replica_identity.empty())
+        spi::exec("ALTER TABLE " + t.qualified() + " REPLICA IDENTITY " + replica_identity);
     if (*facts[1] == "t")
         spi::exec("ALTER TABLE " + t.qualified() + " OWNER TO " + ident(*facts[2]));
     control::task_done(t, kept);

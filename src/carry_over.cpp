@@ -1,0 +1,122 @@
+// What belongs to a partition rather than its parent, copied from the old partition to its
+// shadow: its own triggers, row-level security and policies, comment, column statistics targets
+// and column grants (see carry_over.hpp).
+#include "carry_over.hpp"
+
+#include "spi.hpp"
+
+namespace carry_over {
+
+namespace {
+
+using spi::ident;
+using spi::literal;
+
+spi::Param oid_of(const std::string &oid) { return spi::oid_param((Oid)std::stoul(oid)); }
+
+// The partition's own triggers (not cloned from the parent, not internal, not ours), re-created
+// on the shadow with the same name and enabled state.
+void copy_triggers(const std::string &oid, const std::string &partition,
+                   const std::string &shadow) {
+    spi::Result triggers = spi::exec(
+        "SELECT tgname, pg_catalog.pg_get_triggerdef(oid), tgenabled FROM pg_catalog.pg_trigger "
+        "WHERE tgrelid = $1 AND NOT tgisinternal AND tgparentid = 0 "
+        "AND tgfoid <> 'backfill.note_write()'::pg_catalog.regprocedure ORDER BY tgname",
+        {oid_of(oid)});
+    for (const spi::Row &t : triggers.rows) {
+        const std::string &definition = *t[1];
+        std::string on = " ON " + partition + " ";
+        size_t at = definition.find(on, definition.find(ident(*t[0])));
+        if (at == std::string::npos)
+            throw pg::Failure(ERRCODE_INTERNAL_ERROR,
+                              pg::fmt("unexpected definition of trigger %1%: %2%", *t[0],
+                                      definition));
+        spi::exec(definition.substr(0, at) + " ON " + shadow + " " +
+                  definition.substr(at + on.size()));
+        const std::string &enabled = *t[2];
+        std::string mode = enabled == "D"   ? "DISABLE"
+                           : enabled == "R" ? "ENABLE REPLICA"
+                           : enabled == "A" ? "ENABLE ALWAYS"
+                                            : "";
+        if (!mode.empty())
+            spi::exec("ALTER TABLE " + shadow + " " + mode + " TRIGGER " + ident(*t[0]));
+    }
+}
+
+void copy_row_security(const std::string &oid, const std::string &shadow) {
+    spi::Row flags = spi::exec("SELECT relrowsecurity, relforcerowsecurity FROM pg_catalog.pg_class "
+                               "WHERE oid = $1",
+                               {oid_of(oid)})
+                         .rows.at(0);
+    spi::Result policies = spi::exec(
+        "SELECT polname, polpermissive, CASE polcmd WHEN 'r' THEN 'SELECT' "
+        "  WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END, "
+        "  (SELECT pg_catalog.string_agg(CASE WHEN r = 0 THEN 'PUBLIC' "
+        "          ELSE pg_catalog.quote_ident(r::regrole::text) END, ', ') "
+        "     FROM pg_catalog.unnest(polroles) r), "
+        "  pg_catalog.pg_get_expr(polqual, polrelid), "
+        "  pg_catalog.pg_get_expr(polwithcheck, polrelid) "
+        "FROM pg_catalog.pg_policy WHERE polrelid = $1 ORDER BY polname",
+        {oid_of(oid)});
+    for (const spi::Row &p : policies.rows)
+        spi::exec("CREATE POLICY " + ident(*p[0]) + " ON " + shadow + " AS " +
+                  (*p[1] == "t" ? "PERMISSIVE" : "RESTRICTIVE") + " FOR " + *p[2] + " TO " +
+                  *p[3] + (p[4] ? " USING (" + *p[4] + ")" : "") +
+                  (p[5] ? " WITH CHECK (" + *p[5] + ")" : ""));
+    if (*flags[0] == "t")
+        spi::exec("ALTER TABLE " + shadow + " ENABLE ROW LEVEL SECURITY");
+    if (*flags[1] == "t")
+        spi::exec("ALTER TABLE " + shadow + " FORCE ROW LEVEL SECURITY");
+}
+
+void copy_comment_and_columns(const std::string &oid, const std::string &shadow) {
+    spi::Text comment = spi::scalar("SELECT pg_catalog.obj_description($1, 'pg_class')",
+                                    {oid_of(oid)});
+    if (comment)
+        spi::exec("COMMENT ON TABLE " + shadow + " IS " + literal(*comment));
+    spi::Result targets = spi::exec(
+        "SELECT attname, attstattarget FROM pg_catalog.pg_attribute WHERE attrelid = $1 "
+        "AND attnum > 0 AND NOT attisdropped AND attstattarget >= 0 ORDER BY attnum",
+        {oid_of(oid)});
+    for (const spi::Row &t : targets.rows)
+        spi::exec("ALTER TABLE " + shadow + " ALTER COLUMN " + ident(*t[0]) + " SET STATISTICS " +
+                  *t[1]);
+    spi::Result grants = spi::exec(
+        "SELECT a.attname, CASE WHEN g.grantee = 0 THEN 'PUBLIC' "
+        "       ELSE pg_catalog.quote_ident(g.grantee::regrole::text) END, "
+        "       g.privilege_type, g.is_grantable "
+        "FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) g "
+        "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, 3",
+        {oid_of(oid)});
+    for (const spi::Row &g : grants.rows)
+        spi::exec("GRANT " + *g[2] + " (" + ident(*g[0]) + ") ON " + shadow + " TO " + *g[1] +
+                  (*g[3] == "t" ? " WITH GRANT OPTION" : ""));
+}
+
+}  // namespace
+
+void after_load(const std::string &partition_oid, const std::string &partition,
+                const std::string &shadow) {
+    copy_triggers(partition_oid, partition, shadow);
+    copy_row_security(partition_oid, shadow);
+    copy_comment_and_columns(partition_oid, shadow);
+}
+
+std::string replica_identity(const std::string &partition_oid) {
+    spi::Row r = spi::exec("SELECT c.relreplident, (SELECT ic.relname FROM pg_catalog.pg_index i "
+                           "  JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
+                           "  WHERE i.indrelid = c.oid AND i.indisreplident) "
+                           "FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                           {oid_of(partition_oid)})
+                     .rows.at(0);
+    const std::string &kind = *r[0];
+    if (kind == "f")
+        return "FULL";
+    if (kind == "n")
+        return "NOTHING";
+    if (kind == "i" && r[1])
+        return "USING INDEX " + ident(*r[1]);
+    return "";
+}
+
+}  // namespace carry_over

@@ -1,0 +1,20 @@
+// Properties of a partition that are its own rather than its parent's, copied to its shadow.
+// (Columns, defaults, CHECK constraints, storage, options, tablespace, grants and indexes are
+// copied by the shadow and index steps; the parent's own properties come back with ATTACH.)
+#pragma once
+
+#include <string>
+
+namespace carry_over {
+
+// After the load, so that none of it gets in the way of the load: the partition's own triggers
+// (with their enabled state), row-level security and policies, comment, column statistics
+// targets and column grants.
+void after_load(const std::string &partition_oid, const std::string &partition,
+                const std::string &shadow);
+
+// The partition's REPLICA IDENTITY clause ("" for the default), applied once the new partition
+// carries the old index names.
+std::string replica_identity(const std::string &partition_oid);
+
+}  // namespace carry_over
