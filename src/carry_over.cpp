@@ -21,7 +21,9 @@ void copy_triggers(const std::string &oid, const std::string &partition,
     spi::Result triggers = spi::exec(
         "SELECT tgname, pg_catalog.pg_get_triggerdef(oid), tgenabled FROM pg_catalog.pg_trigger "
         "WHERE tgrelid = $1 AND NOT tgisinternal AND tgparentid = 0 "
-        "AND tgfoid <> 'backfill.note_write()'::pg_catalog.regprocedure ORDER BY tgname",
+        "AND tgfoid NOT IN (SELECT p.oid FROM pg_catalog.pg_proc p "
+        "  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+        "  WHERE n.nspname = 'backfill' AND p.proname = 'note_write') ORDER BY tgname",
         {oid_of(oid)});
     for (const spi::Row &t : triggers.rows) {
         const std::string &definition = *t[1];
