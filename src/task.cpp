@@ -137,6 +137,20 @@ void create_shadow(const Job &job, const Task &t) {
         "pg_catalog.pg_options_to_table(c.reloptions) WHERE c.oid = $1",
         {spi::oid_param((Oid)std::stoul(oid))});
 
+    // The triggers first: their lock on the partition is what this step may wait for, and a
+    // crash while it waits must not leave behind the files of an uncommitted shadow.
+    remove_write_triggers(t);  // left by an earlier attempt whose clean-up could not get the lock
+    if (job.detect_writes)
+        control::as_owner([&] {
+            std::string args = "(" + literal(std::to_string(t.job)) + ", " +
+                               literal(std::to_string(t.no)) + ")";
+            spi::exec("CREATE TRIGGER " + ident(write_trigger(t)) +
+                      " AFTER INSERT OR UPDATE OR DELETE ON " + t.qualified() +
+                      " FOR EACH ROW EXECUTE FUNCTION backfill.note_write" + args);
+            spi::exec("CREATE TRIGGER " + ident(truncate_trigger(t)) + " AFTER TRUNCATE ON " +
+                      t.qualified() + " FOR EACH STATEMENT EXECUTE FUNCTION backfill.note_write" +
+                      args);
+        });
     std::string sql = std::string("CREATE ") + (*f[0] == "t" ? "UNLOGGED " : "") + "TABLE " +
                       shadow + " (LIKE " + t.qualified() +
                       " INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED"
@@ -168,18 +182,6 @@ void create_shadow(const Job &job, const Task &t) {
         spi::exec("GRANT " + *g[1] + " ON " + shadow + " TO " + *g[0] +
                   (*g[2] == "t" ? " WITH GRANT OPTION" : ""));
 
-    remove_write_triggers(t);  // left by an earlier attempt whose clean-up could not get the lock
-    if (job.detect_writes)
-        control::as_owner([&] {
-            std::string args = "(" + literal(std::to_string(t.job)) + ", " +
-                               literal(std::to_string(t.no)) + ")";
-            spi::exec("CREATE TRIGGER " + ident(write_trigger(t)) +
-                      " AFTER INSERT OR UPDATE OR DELETE ON " + t.qualified() +
-                      " FOR EACH ROW EXECUTE FUNCTION backfill.note_write" + args);
-            spi::exec("CREATE TRIGGER " + ident(truncate_trigger(t)) + " AFTER TRUNCATE ON " +
-                      t.qualified() + " FOR EACH STATEMENT EXECUTE FUNCTION backfill.note_write" +
-                      args);
-        });
     control::task_shadow(t, shadow_name(t));
     control::task_phase(t, "shadow");
 }
