@@ -14,6 +14,12 @@ using spi::literal;
 
 spi::Param oid_of(const std::string &oid) { return spi::oid_param((Oid)std::stoul(oid)); }
 
+// SQL for the name of role oid `r` as a GRANT or CREATE POLICY takes it (0 is PUBLIC).
+std::string grantee(const std::string &r) {
+    return "CASE WHEN " + r + " = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(" + r +
+           "::regrole::text) END";
+}
+
 // The partition's own triggers (not cloned from the parent, not internal, not ours), re-created
 // on the shadow with the same name and enabled state.
 void copy_triggers(const std::string &oid, const std::string &partition,
@@ -53,8 +59,7 @@ void copy_row_security(const std::string &oid, const std::string &shadow) {
     spi::Result policies = spi::exec(
         "SELECT polname, polpermissive, CASE polcmd WHEN 'r' THEN 'SELECT' "
         "  WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END, "
-        "  (SELECT pg_catalog.string_agg(CASE WHEN r = 0 THEN 'PUBLIC' "
-        "          ELSE pg_catalog.quote_ident(r::regrole::text) END, ', ') "
+        "  (SELECT pg_catalog.string_agg(" + grantee("r") + ", ', ') "
         "     FROM pg_catalog.unnest(polroles) r), "
         "  pg_catalog.pg_get_expr(polqual, polrelid), "
         "  pg_catalog.pg_get_expr(polwithcheck, polrelid) "
@@ -84,9 +89,7 @@ void copy_comment_and_columns(const std::string &oid, const std::string &shadow)
         spi::exec("ALTER TABLE " + shadow + " ALTER COLUMN " + ident(*t[0]) + " SET STATISTICS " +
                   *t[1]);
     spi::Result grants = spi::exec(
-        "SELECT a.attname, CASE WHEN g.grantee = 0 THEN 'PUBLIC' "
-        "       ELSE pg_catalog.quote_ident(g.grantee::regrole::text) END, "
-        "       g.privilege_type, g.is_grantable "
+        "SELECT a.attname, " + grantee("g.grantee") + ", g.privilege_type, g.is_grantable "
         "FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) g "
         "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, 3",
         {oid_of(oid)});
@@ -96,6 +99,17 @@ void copy_comment_and_columns(const std::string &oid, const std::string &shadow)
 }
 
 }  // namespace
+
+void table_grants(const std::string &partition_oid, const std::string &shadow) {
+    spi::Result grants = spi::exec(
+        "SELECT " + grantee("a.grantee") + ", a.privilege_type, a.is_grantable "
+        "FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a "
+        "WHERE c.oid = $1 AND a.grantee <> c.relowner",
+        {oid_of(partition_oid)});
+    for (const spi::Row &g : grants.rows)
+        spi::exec("GRANT " + *g[1] + " ON " + shadow + " TO " + *g[0] +
+                  (*g[2] == "t" ? " WITH GRANT OPTION" : ""));
+}
 
 void after_load(const std::string &partition_oid, const std::string &partition,
                 const std::string &shadow) {

@@ -1,11 +1,14 @@
 // Properties of a partition that are its own rather than its parent's, copied to its shadow.
-// (Columns, defaults, CHECK constraints, storage, options, tablespace, grants and indexes are
-// copied by the shadow and index steps; the parent's own properties come back with ATTACH.)
+// (Columns, defaults, CHECK constraints, storage, options, tablespace and indexes are copied
+// by the shadow and index steps; the parent's own properties come back with ATTACH.)
 #pragma once
 
 #include <string>
 
 namespace carry_over {
+
+// The partition's table privileges (those not its owner's), granted on the shadow.
+void table_grants(const std::string &partition_oid, const std::string &shadow);
 
 // After the load, so that none of it gets in the way of the load: the partition's own triggers
 // (with their enabled state), row-level security and policies, comment, column statistics

@@ -171,16 +171,7 @@ void create_shadow(const Job &job, const Task &t) {
     spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(bound_constraint(t)) +
               " CHECK " + *f[2]);
 
-    spi::Result grants = spi::exec(
-        "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' "
-        "            ELSE pg_catalog.quote_ident(a.grantee::regrole::text) END, "
-        "       a.privilege_type, a.is_grantable "
-        "FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a "
-        "WHERE c.oid = $1 AND a.grantee <> c.relowner",
-        {spi::oid_param((Oid)std::stoul(oid))});
-    for (const spi::Row &g : grants.rows)
-        spi::exec("GRANT " + *g[1] + " ON " + shadow + " TO " + *g[0] +
-                  (*g[2] == "t" ? " WITH GRANT OPTION" : ""));
+    carry_over::table_grants(oid, shadow);
 
     control::task_shadow(t, shadow_name(t));
     control::task_phase(t, "shadow");
