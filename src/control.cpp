@@ -46,9 +46,11 @@ void update_task(const Task &task, const std::string &set_clause,
 
 bool to_bool(const spi::Text &t) { return t && *t == "t"; }
 
-// True when the runner slot of a task row (alias t) is held by a live process.
+// True when the runner slot of a task row (alias t) is held by another live process (this one
+// may hold the same slot now, having taken it after a crash of its previous holder).
 const char *kSlotAlive =
     "EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+    "        AND l.pid <> pg_catalog.pg_backend_pid() "
     "        AND l.database = (SELECT oid FROM pg_catalog.pg_database "
     "                          WHERE datname = pg_catalog.current_database()) "
     "        AND l.classid = (1650879596 + t.runner_slot)::oid AND l.objid = t.job::oid "

@@ -13,7 +13,7 @@ use Test::More;
 our @EXPORT = qw(
   new_node create_events month_partitions partition_bounds table_equals
   tasks_expected tasks_actual catalog_snapshot leftover_relations wait_for_state
-  orphan_files
+  wait_job orphan_files
 );
 
 # A started server with the extension created in database postgres.
@@ -50,8 +50,9 @@ sub partition_bounds
 
 # public.events: RANGE (day), 12 monthly partitions in schema parts, PK (id, day), a secondary
 # index on the parent, a partition-local partial index, a column with a DEFAULT, a generated
-# column, owners other than the superuser that runs the jobs, grants on single partitions and a
-# storage option. public.raw holds $rows rows over 2024; events starts as raw with status 'old'.
+# column, owners other than the superuser that runs the jobs, table and column grants on single
+# partitions, a storage option, a table comment and a statistics target. public.raw holds $rows
+# rows over 2024; events starts as raw with status 'old'.
 sub create_events
 {
 	my ($node, $rows) = @_;
@@ -89,24 +90,29 @@ END
 ALTER TABLE parts.events_2024_07 OWNER TO other_owner;
 CREATE INDEX events_2024_03_status_idx ON parts.events_2024_03 (status) WHERE status <> 'fresh';
 ALTER TABLE parts.events_2024_06 SET (fillfactor = 70);
+GRANT USAGE ON SCHEMA parts TO reader;
 GRANT SELECT ON events TO reader;
 GRANT SELECT ON parts.events_2024_03 TO reader;
 GRANT SELECT, UPDATE ON parts.events_2024_04 TO reader WITH GRANT OPTION;
+GRANT SELECT (id, day) ON parts.events_2024_08 TO reader;
+COMMENT ON TABLE parts.events_2024_02 IS 'February: audited';
+ALTER TABLE parts.events_2024_09 ALTER COLUMN amount SET STATISTICS 500;
 INSERT INTO events (id, day, amount, status) SELECT id, day, amount, 'old' FROM raw;
 ANALYZE raw, events;
 });
 	return;
 }
 
-# 'A|B': rows of table (or query) $a missing from $b, and of $b missing from $a, as multisets
-# over all columns. '0|0' means equal.
+# 'A|B': rows of query $a missing from $b, and of $b missing from $a, as multisets over all
+# columns. '0|0' means equal; an SQL error (say, a missing table) is returned as its message.
 sub table_equals
 {
 	my ($node, $a, $b) = @_;
-	return $node->safe_psql(
+	my ($ret, $stdout, $stderr) = $node->psql(
 		'postgres', qq{
 SELECT (SELECT count(*) FROM (SELECT * FROM ($a) x EXCEPT ALL SELECT * FROM ($b) y) d1) || '|' ||
        (SELECT count(*) FROM (SELECT * FROM ($b) y EXCEPT ALL SELECT * FROM ($a) x) d2)});
+	return $ret == 0 ? $stdout : $stderr;    # an error fails the caller's comparison, readably
 }
 
 # What backfill_tasks should say of a job that has finished: per partition, 'done', the rows the
@@ -159,13 +165,16 @@ SELECT line FROM (
     SELECT concat_ws(' | ', 'relation', p.relname, n.nspname, c.relkind, c.relpersistence,
                      pg_get_expr(c.relpartbound, c.oid), 'owner ' || c.relowner::regrole::text,
                      'acl ' || coalesce(c.relacl::text, '-'),
-                     'options ' || coalesce(c.reloptions::text, '-')) AS line
+                     'options ' || coalesce(c.reloptions::text, '-'),
+                     'comment ' || coalesce(obj_description(c.oid, 'pg_class'), '-')) AS line
     FROM p JOIN pg_class c ON c.oid = p.oid JOIN pg_namespace n ON n.oid = c.relnamespace
     UNION ALL
     SELECT concat_ws(' | ', 'column', p.relname, a.attnum, a.attname,
                      format_type(a.atttypid, a.atttypmod), 'notnull ' || a.attnotnull,
                      'default ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '-'),
-                     'generated ' || a.attgenerated::text)
+                     'generated ' || a.attgenerated::text,
+                     'acl ' || coalesce(a.attacl::text, '-'),
+                     'statistics ' || a.attstattarget)
     FROM p JOIN pg_attribute a ON a.attrelid = p.oid AND a.attnum > 0 AND NOT a.attisdropped
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
     UNION ALL
@@ -196,6 +205,29 @@ SELECT string_agg(n.nspname || '.' || c.relname || ' (' || c.relkind::text || ')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relname LIKE 'bf\\_shadow\\_%' OR c.relname LIKE '%\\_bf$job'
    OR c.relname LIKE 'bf\\_${job}\\_%'});
+}
+
+# backfill_wait($job) until the job ends, in slices of a second, for at most $limit seconds;
+# returns its last state. Returns early, with 'paused', when no process runs the job (it would
+# never end), so that a job stuck by a bug fails its test at once instead of at the time limit.
+sub wait_job
+{
+	my ($node, $job, $limit) = @_;
+	my $deadline = time() + ($limit // 60);
+	for (;;)
+	{
+		my $state = $node->safe_psql('postgres', "SELECT backfill_wait($job, '1s')");
+		next unless $state =~ /^(done|failed|cancelled|paused)$/ || time() >= $deadline;
+		diag("job $job ended $state; its control rows:\n"
+			  . $node->safe_psql(
+				'postgres', qq{
+SELECT 'job: ' || row_to_json(j)::text FROM backfill.jobs j WHERE id = $job
+UNION ALL
+SELECT * FROM (SELECT 'task: ' || row_to_json(t)::text FROM backfill.tasks t
+               WHERE job = $job ORDER BY task_no) t}))
+		  if $state ne 'done';
+		return $state;
+	}
 }
 
 # Polls backfill_status until the job's state is $state.
