@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# Runs every test of backfill, from nothing but the repository, on Debian 12 (as root):
+#   1. installs the packages (test/install_deps.sh)
+#   2. builds with PGXS (any compiler warning fails the run) and with CMake (CMakeLists.txt)
+#   3. installs the extension (make install)
+#   4. runs `make installcheck` as the postgres OS user (initdb refuses root): the pg_regress
+#      suites (sql/, expected/), the isolation specs (test/specs/) and the TAP tests (test/t/),
+#      each on its own throwaway servers
+# It works on a snapshot of the tree in a temporary directory owned by postgres, so the checkout
+# is never chowned or written to by the tests, and edits made while it runs do not leak in.
+# The last line it prints is "N passed, M failed"; it exits non-zero unless everything passed.
+#
+# Environment: RUN_ALL_PART_TIMEOUT (seconds per test part, default 900),
+#              RUN_ALL_KEEP=1 keeps the temporary directory even when everything passed.
+set -euo pipefail
+
+PG_MAJOR=15
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+part_timeout=${RUN_ALL_PART_TIMEOUT:-900}
+
+# This server version's tools first, whatever else is installed; one locale that always exists,
+# so initdb works and outputs do not depend on the caller's environment.
+export PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}"
+export LC_ALL=C.UTF-8 LANG=C.UTF-8
+unset LANGUAGE PGHOST PGPORT PGUSER PGDATABASE PGDATA PGSERVICE PGOPTIONS
+
+say() { printf '\n=== %s\n' "$*"; }
+
+say "installing dependencies"
+"$repo/test/install_deps.sh"
+
+is_root=0
+[[ $(id -u) -eq 0 ]] && is_root=1
+if ((is_root)) && ! id postgres >/dev/null 2>&1; then
+	echo "run_all: the postgres OS user does not exist (it comes with postgresql-${PG_MAJOR})" >&2
+	exit 1
+fi
+
+work=$(mktemp -d /tmp/backfill-test.XXXXXX)
+tree="$work/backfill"
+mkdir "$tree"
+status=1
+summary_printed=0
+
+# Stop any server still running from our directory (a timed-out or crashed test leaves one),
+# then remove the directory unless a failure needs looking at.
+# shellcheck disable=SC2317  # called by the EXIT trap
+cleanup() {
+	local pidfile datadir
+	while IFS= read -r pidfile; do
+		datadir=$(dirname "$pidfile")
+		as_test_user pg_ctl -D "$datadir" stop -m immediate >/dev/null 2>&1 || true
+	done < <(find "$work" -name postmaster.pid 2>/dev/null)
+	if keep_work; then
+		((summary_printed)) || echo "run_all: test tree kept in $work"
+	else
+		rm -rf "$work"
+	fi
+}
+# Keep the tree of a failed run for a look (not in CI: the logs are in the output), or on request.
+keep_work() {
+	[[ -n ${RUN_ALL_KEEP:-} ]] || [[ $status -ne 0 && -z ${CI:-} ]]
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Tests run as postgres when we are root, else as ourselves. HOME points into the test tree so
+# nothing reads root's dotfiles.
+as_test_user() {
+	if ((is_root)); then
+		runuser -u postgres -- env HOME="$work" PATH="$PATH" LC_ALL="$LC_ALL" LANG="$LANG" \
+			CI="${CI:-}" "$@"
+	else
+		env HOME="$work" "$@"
+	fi
+}
+
+# A snapshot of the working tree (with uncommitted changes), without build and test leftovers.
+tar -C "$repo" -cf - \
+	--exclude=./.git --exclude=./build --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+	--exclude=./results --exclude=./regression.diffs --exclude=./regression.out \
+	--exclude='./test/tmp_check*' --exclude=./test/isolation_output --exclude=./tmp_check \
+	--exclude=./log --exclude=./output_iso . | tar -C "$tree" -xf -
+cd "$tree"
+
+# The tests the Makefile will run, as it computes them; TAP files by the same glob it uses.
+# shellcheck disable=SC2016  # $($*) is make's syntax, for make to expand
+make_var() { make -s --no-print-directory --eval='print-var-%: ; @echo $($*)' "print-var-$1"; }
+read -r -a regress_tests <<<"$(make_var REGRESS)"
+read -r -a isolation_tests <<<"$(make_var ISOLATION)"
+shopt -s nullglob
+tap_tests=(test/t/*.pl)
+shopt -u nullglob
+total=$((${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}))
+passed=0
+failed=0
+
+# Prints the summary and ends the run; tests that could not run count as failed.
+finish() {
+	local not_run=$((total - passed - failed))
+	((not_run > 0)) && failed=$((failed + not_run))
+	if ((failed == 0 && ${1:-0} == 0)); then
+		status=0
+	fi
+	if keep_work; then
+		echo "run_all: test tree kept in $work"
+	fi
+	echo
+	echo "${passed} passed, ${failed} failed"
+	summary_printed=1
+	exit "$status"
+}
+
+# Runs a build command quietly; on an error or any compiler warning shows its output and fails.
+build_step() {
+	local name=$1 log="$work/$1.log"
+	shift
+	local rc=0
+	"$@" >"$log" 2>&1 </dev/null || rc=$?
+	if ((rc != 0)); then
+		tail -n 200 "$log"
+		echo "run_all: $name failed (exit $rc)" >&2
+		finish 1
+	fi
+	if grep -q 'warning:' "$log"; then
+		grep -A4 'warning:' "$log"
+		echo "run_all: $name printed compiler warnings" >&2
+		finish 1
+	fi
+	echo "$name: ok"
+}
+
+jobs=$(nproc 2>/dev/null || echo 2)
+say "building with PGXS (make)"
+build_step make make -j"$jobs"
+say "building with CMake (build/)"
+build_step cmake-configure cmake -S . -B build
+build_step cmake-build cmake --build build -j "$jobs"
+if [[ ! -f build/backfill.so ]]; then
+	echo "run_all: the CMake build did not produce build/backfill.so" >&2
+	finish 1
+fi
+say "installing (make install)"
+build_step install make install
+
+if ((is_root)); then
+	chown -R postgres: "$work"
+fi
+
+# Prints the end of a file under a header, if it exists.
+show() {
+	local file=$1 lines=${2:-400}
+	[[ -f $file ]] || return 0
+	printf '\n----- %s (last %s lines)\n' "${file#"$tree"/}" "$lines"
+	tail -n "$lines" "$file"
+}
+
+# One part of `make installcheck`, the others switched off so that a failure in one part does
+# not hide the results of the next. Counts the part's tests from its output.
+run_part() {
+	local part=$1 log="$work/$1.log"
+	shift
+	local rc=0
+	say "make installcheck: $part"
+	as_test_user timeout --kill-after=30 "$part_timeout" make installcheck "$@" </dev/null 2>&1 |
+		tee "$log" || rc=$?
+	if ((rc == 124 || rc == 137)); then
+		echo "run_all: $part timed out after ${part_timeout}s" >&2
+	fi
+	part_rc=$rc
+	return 0
+}
+
+overall_rc=0
+
+# pg_regress and the isolation tester print one "test NAME ... ok|FAILED" line per test.
+count_regress_style() {
+	local log=$1 ok bad
+	ok=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. +ok' "$log" || true)
+	bad=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. +(FAILED|failed)' "$log" || true)
+	passed=$((passed + ok))
+	failed=$((failed + bad))
+}
+
+if ((${#regress_tests[@]})); then
+	run_part regress ISOLATION= TAP_TESTS=
+	count_regress_style "$work/regress.log"
+	if ((part_rc != 0)); then
+		overall_rc=1
+		show "$tree/regression.diffs" 1000
+		show "$tree/test/tmp_check/log/postmaster.log" 100
+	fi
+fi
+
+if ((${#isolation_tests[@]})); then
+	run_part isolation REGRESS= TAP_TESTS=
+	count_regress_style "$work/isolation.log"
+	if ((part_rc != 0)); then
+		overall_rc=1
+		show "$tree/test/isolation_output/regression.diffs" 1000
+		show "$tree/test/tmp_check_iso/log/postmaster.log" 100
+	fi
+fi
+
+# A TAP file failed if prove's summary report lists it; without a summary (a timeout), every
+# file not reported "ok" failed.
+tap_failed_files() {
+	local log=$1 t
+	if grep -q '^Result: PASS' "$log"; then
+		return 0
+	elif grep -q '^Result: FAIL' "$log"; then
+		sed -nE 's/^(test\/t\/[^ ]+\.pl) +\(Wstat.*/\1/p' "$log"
+	else
+		for t in "${tap_tests[@]}"; do
+			grep -qE "^${t//./\\.} \.+ (ok|skipped)" "$log" || echo "$t"
+		done
+	fi
+}
+
+if ((${#tap_tests[@]})); then
+	run_part tap REGRESS= ISOLATION=
+	mapfile -t tap_failed < <(tap_failed_files "$work/tap.log")
+	if ((part_rc != 0 && ${#tap_failed[@]} == 0)); then
+		tap_failed=("${tap_tests[@]}")
+	fi
+	passed=$((passed + ${#tap_tests[@]} - ${#tap_failed[@]}))
+	failed=$((failed + ${#tap_failed[@]}))
+	if ((${#tap_failed[@]})); then
+		overall_rc=1
+		for t in "${tap_failed[@]}"; do
+			name=$(basename "$t" .pl)
+			show "$tree/tmp_check/log/regress_log_${name}" 400
+			for f in "$tree/tmp_check/log/${name}"_*.log; do
+				show "$f" 100
+			done
+		done
+	fi
+fi
+
+if ((overall_rc != 0)); then
+	say "some tests failed; their diffs and logs are above"
+fi
+finish "$overall_rc"
