@@ -148,3 +148,6 @@ AS 'MODULE_PATHNAME', 'backfill_resume' LANGUAGE C CALLED ON NULL INPUT;
 
 CREATE FUNCTION backfill_cancel(job bigint) RETURNS void
 AS 'MODULE_PATHNAME', 'backfill_cancel' LANGUAGE C CALLED ON NULL INPUT;
+
+CREATE FUNCTION backfill_set(job bigint, option text, value text) RETURNS void
+AS 'MODULE_PATHNAME', 'backfill_set' LANGUAGE C CALLED ON NULL INPUT;

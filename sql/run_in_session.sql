@@ -92,6 +92,23 @@ CALL backfill_run(:job2);
 SELECT state, tasks_done, tasks_failed, last_error FROM backfill_status(:job2);
 SELECT partition, state, attempts, error FROM backfill_tasks(:job2);
 
+-- options of a job that has not ended can be changed; they apply at its next step
+SELECT backfill_start('s', '2024-01-01', '2024-05-01', 's_raw', background => false) AS job4 \gset
+SELECT backfill_set(:job4, 'pause', '2 seconds');
+SELECT backfill_set(:job4, 'lock_timeout', '1s');
+SELECT backfill_set(:job4, 'swap_wait', '10 min');
+SELECT pause, lock_timeout, swap_wait FROM backfill.jobs WHERE id = :job4;
+SELECT backfill_set(:job4, 'pause', '-1s');
+SELECT backfill_set(:job4, 'pause', NULL);
+SELECT backfill_set(:job4, 'lock_timeout', '1 hour');
+SELECT backfill_set(:job4, 'swap_wait', '0');
+SELECT backfill_set(:job4, 'workers', '2');
+SELECT backfill_set(:job4, 'throttle_query', 'SELECT false');
+SELECT backfill_set(:job4, NULL, '1s');
+SELECT backfill_set(424242, 'pause', '1s');
+SELECT backfill_cancel(:job4);
+SELECT backfill_set(:job4, 'pause', '1s');
+
 -- cancel: nothing half-done, the rest skipped
 SELECT backfill_start('s', '2024-01-01', '2024-05-01', 's_raw', background => false) AS job3 \gset
 CALL backfill_run(:job3, max_tasks => 1);

@@ -198,6 +198,11 @@ void set_waiting_on(int64 id, const spi::Text &waiting_on) {
         {spi::bigint_param(id), spi::text_param(waiting_on)});
 }
 
+void set_interval_option(int64 id, const std::string &option, const std::string &value) {
+    run("UPDATE backfill.jobs SET " + spi::ident(option) + " = $2::interval WHERE id = $1",
+        {spi::bigint_param(id), spi::text_param(value)});
+}
+
 void job_started(int64 id) {
     run("UPDATE backfill.jobs SET state = 'running', interrupted = false, waiting_on = NULL, "
         "last_error = NULL, started_at = coalesce(started_at, clock_timestamp()) WHERE id = $1",

@@ -66,6 +66,8 @@ bool job_xmin_is_current_transaction(int64 id);
 // Job state changes. finish() sets finished_at; last_error and waiting_on are replaced.
 void set_job_state(int64 id, const std::string &state, const spi::Text &last_error = std::nullopt);
 void set_waiting_on(int64 id, const spi::Text &waiting_on);
+// One of the job's interval options (pause, lock_timeout, swap_wait), by its column name.
+void set_interval_option(int64 id, const std::string &option, const std::string &value);
 void job_started(int64 id);
 void finish_job(int64 id, const std::string &state, const spi::Text &last_error);
 void mark_interrupted(int64 id, const std::string &reason);

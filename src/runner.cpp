@@ -109,10 +109,10 @@ private:
         pg::call([&] { pgstat_report_activity(STATE_RUNNING, activity.c_str()); });
     }
 
+    // The job's state now; its options are re-read too, so that backfill_set applies at once.
     std::string state_now() {
-        std::string state;
-        book([&] { state = control::load_job(id_).state; });
-        return state;
+        book([&] { job_ = control::load_job(id_); });
+        return job_.state;
     }
 
     bool sleep(double ms, const std::string &why);
@@ -130,12 +130,14 @@ private:
 // Sleeps on the latch, waking at least every second to see whether the job was paused or
 // cancelled; returns false as soon as it is no longer running.
 bool Run::sleep(double ms, const std::string &why) {
-    double until = txn::now_ms() + ms;
+    double started = txn::now_ms();
     book([&] { control::set_waiting_on(id_, why); });
     for (;;) {
         if (stop_requested || state_now() != "running")
             return false;
-        double left = until - txn::now_ms();
+        if (why == "pause")  // backfill_set may have changed it
+            ms = job_.pause_ms;
+        double left = started + ms - txn::now_ms();
         if (left <= 0)
             break;
         long wait = (long)std::min(left, 1000.0);

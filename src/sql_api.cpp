@@ -38,6 +38,7 @@ PG_FUNCTION_INFO_V1(backfill_tasks);
 PG_FUNCTION_INFO_V1(backfill_pause);
 PG_FUNCTION_INFO_V1(backfill_resume);
 PG_FUNCTION_INFO_V1(backfill_cancel);
+PG_FUNCTION_INFO_V1(backfill_set);
 }
 
 namespace {
@@ -154,6 +155,28 @@ bool is_terminal(const std::string &state) {
                               other.value_or("started concurrently")),
                       "One job at a time per target: two jobs would swap the same partitions.",
                       "Wait for that job, or cancel it with backfill_cancel(job).");
+}
+
+// Changes one option of a job that has not ended; a running job applies it at its next step.
+void set_option(const control::Job &job, const std::string &option, const spi::Text &value) {
+    if (option == "max_rows_per_second" || option == "max_replication_lag" ||
+        option == "run_window" || option == "throttle_query")
+        throw pg::Failure(ERRCODE_FEATURE_NOT_SUPPORTED,
+                          pg::fmt("option %1% is not supported yet", option),
+                          "This version of backfill does not implement it.");
+    if (option != "pause" && option != "lock_timeout" && option != "swap_wait")
+        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
+                          pg::fmt("option \"%1%\" cannot be set on a job", option),
+                          "", "backfill_set changes pause, lock_timeout or swap_wait.");
+    if (!value)
+        throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED, pg::fmt("%1% must not be NULL", option));
+    require_interval(*value, option.c_str(), option != "pause");
+    double lock_timeout = interval_ms(option == "lock_timeout" ? *value : job.lock_timeout);
+    double swap_wait = option == "swap_wait" ? interval_ms(*value) : job.swap_wait_ms;
+    if (swap_wait < lock_timeout)
+        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
+                          "swap_wait must be at least lock_timeout");
+    control::set_interval_option(job.id, option, *value);
 }
 
 int max_workers = 4;  // GUC backfill.max_workers
@@ -490,6 +513,25 @@ Datum backfill_cancel(PG_FUNCTION_ARGS) {
             if (!pids.empty())
                 return (Datum)0;
             runner::clean_up_cancelled(job);
+            return (Datum)0;
+        });
+    });
+}
+
+Datum backfill_set(PG_FUNCTION_ARGS) {
+    return pg::entry([&] {
+        Args args(fcinfo);
+        int64 id = args.int8(0, "job");
+        std::string option = args.text(1, "option");
+        spi::Text value = args.text(2);
+        return with_spi([&] {
+            control::Job job = job_for_caller(id);
+            if (job.state == "done" || job.state == "cancelled")
+                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                                  pg::fmt("backfill job %1% is %2%", id, job.state));
+            set_option(job, option, value);
+            for (int pid : control::runner_pids(id))
+                launch::signal_runner_at_commit(pid, false);
             return (Datum)0;
         });
     });
