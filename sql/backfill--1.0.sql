@@ -36,6 +36,7 @@ CREATE TABLE backfill.jobs (
     waiting_on          text,
     last_error          text,
     interrupted         boolean     NOT NULL DEFAULT false, -- stopped by SIGTERM or a restart
+    rolling_back        boolean     NOT NULL DEFAULT false, -- backfill_rollback asked for
     created_at          timestamptz NOT NULL DEFAULT now(),
     started_at          timestamptz,
     finished_at         timestamptz,
@@ -151,3 +152,9 @@ AS 'MODULE_PATHNAME', 'backfill_cancel' LANGUAGE C CALLED ON NULL INPUT;
 
 CREATE FUNCTION backfill_set(job bigint, option text, value text) RETURNS void
 AS 'MODULE_PATHNAME', 'backfill_set' LANGUAGE C CALLED ON NULL INPUT;
+
+CREATE FUNCTION backfill_rollback(job bigint) RETURNS void
+AS 'MODULE_PATHNAME', 'backfill_rollback' LANGUAGE C CALLED ON NULL INPUT;
+
+CREATE FUNCTION backfill_drop_old(job bigint) RETURNS void
+AS 'MODULE_PATHNAME', 'backfill_drop_old' LANGUAGE C CALLED ON NULL INPUT;

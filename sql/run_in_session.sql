@@ -127,5 +127,28 @@ SELECT backfill_wait(424242);
 CALL backfill_run(424242);
 SELECT backfill_tasks(NULL);
 
+-- roll back: the kept partitions go back in, the job ends cancelled, the data is as before
+SELECT sum(amount) AS before_total FROM s WHERE day < '2024-03-01' \gset
+SELECT backfill_start('s', '2024-01-01', '2024-03-01',
+       'SELECT id, day, amount + 1 AS amount FROM s_raw WHERE day >= $1 AND day < $2',
+       background => false, keep_old => true) AS job5 \gset
+SELECT backfill_rollback(:job5);
+CALL backfill_run(:job5);
+SELECT sum(amount) <> :before_total AS changed FROM s WHERE day < '2024-03-01';
+SELECT backfill_rollback(:job5);
+CALL backfill_run(:job5);
+SELECT state, last_error FROM backfill_status(:job5);
+SELECT partition, state, error FROM backfill_tasks(:job5);
+SELECT sum(amount) = :before_total AS as_before FROM s WHERE day < '2024-03-01';
+SELECT indexrelid::regclass FROM pg_index WHERE indrelid = 's_01'::regclass ORDER BY 1;
+SELECT count(*) AS leftovers FROM pg_class
+ WHERE relname LIKE 's\_0%\_bf' || :job5 OR relname LIKE 'bf\_rolled%';
+SELECT backfill_rollback(:job5);
+SELECT backfill_drop_old(:job5);
+SELECT backfill_rollback(:job2);
+-- the kept partitions of the first job go with one call
+SELECT backfill_drop_old(:job);
+SELECT count(*) AS kept FROM pg_class WHERE relname LIKE 's\_0%\_bf' || :job;
+SELECT partition, state FROM backfill_tasks(:job);
+
 DROP TABLE s, s_raw, s_bad CASCADE;
-DROP TABLE s_01_bf:job, s_02_bf:job, s_03_bf:job;

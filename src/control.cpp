@@ -133,7 +133,8 @@ Job load_job(int64 id) {
         "SELECT id, target::oid, target_name, key_column, key_type::oid, range_from, range_to, "
         "source, source_is_query, extract(epoch FROM pause) * 1000, keep_old, "
         "greatest(ceil(extract(epoch FROM lock_timeout) * 1000), 1)::bigint || 'ms', extract(epoch FROM swap_wait) * 1000, concurrent_writes, "
-        "background, run_as::oid, login_role::oid, search_path, state, interrupted, workers "
+        "background, run_as::oid, login_role::oid, search_path, state, interrupted, workers, "
+        "rolling_back "
         "FROM backfill.jobs WHERE id = $1",
         {spi::bigint_param(id)});
     if (r.rows.empty())
@@ -162,6 +163,7 @@ Job load_job(int64 id) {
     job.state = *row[18];
     job.interrupted = to_bool(row[19]);
     job.workers = std::stoi(*row[20]);
+    job.rolling_back = to_bool(row[21]);
     return job;
 }
 
@@ -211,7 +213,7 @@ void job_started(int64 id) {
 
 void finish_job(int64 id, const std::string &state, const spi::Text &last_error) {
     run("UPDATE backfill.jobs SET state = $2, last_error = $3, waiting_on = NULL, "
-        "finished_at = clock_timestamp() WHERE id = $1",
+        "rolling_back = false, finished_at = clock_timestamp() WHERE id = $1",
         {spi::bigint_param(id), spi::text_param(state), spi::text_param(last_error)});
 }
 
@@ -261,6 +263,17 @@ void task_old_retired(const Task &task, double swap_lock_ms, bool kept) {
     if (!kept)
         set += ", old_name = NULL";
     update_task(task, set, params);
+}
+
+void task_rolled_back(const Task &task) {
+    update_task(task, "state = 'skipped', phase = NULL, old_name = NULL, error = 'rolled back', "
+                      "finished_at = clock_timestamp()");
+}
+
+void start_roll_back(int64 job) {
+    run("UPDATE backfill.jobs SET rolling_back = true, state = 'pending', interrupted = false, "
+        "last_error = NULL, waiting_on = NULL, finished_at = NULL WHERE id = $1",
+        {spi::bigint_param(job)});
 }
 
 void skip_pending_tasks(int64 job) {

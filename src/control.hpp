@@ -43,6 +43,7 @@ struct Job {
     std::string search_path;
     std::string state;
     bool interrupted = false;
+    bool rolling_back = false;
 };
 
 struct Task {
@@ -82,6 +83,10 @@ void task_failed(const Task &task, const std::string &error);
 void task_done(const Task &task, const std::string &old_name);
 // The replaced partition is dropped (or kept); swap_lock_ms < 0 leaves the recorded time as is.
 void task_old_retired(const Task &task, double swap_lock_ms, bool kept);
+// The task's kept partition is back in place: the task is skipped, its replacement gone.
+void task_rolled_back(const Task &task);
+// Asks for the job's done tasks to be rolled back by its next run.
+void start_roll_back(int64 job);
 void skip_pending_tasks(int64 job);
 void reset_failed_tasks(int64 job);
 // A paused, failed or interrupted job becomes pending again, its failed tasks with it.

@@ -124,6 +124,7 @@ private:
     void clean_up(const Task &task);
     void claim_slot();
     void release_slot();
+    std::string roll_back();
     std::string stop(const std::string &state);
 };
 
@@ -320,6 +321,47 @@ void Run::recover() {
             task_step([&] { task::drop_leftover_old(job_, t); }, false, true);
 }
 
+// Puts the kept partitions of the done tasks back, last task first, each swap with the same lock
+// discipline as a backfill's; the job then ends cancelled, its data as before it ran.
+std::string Run::roll_back() {
+    std::vector<Task> tasks;
+    book([&] { tasks = control::load_tasks(id_); });
+    for (auto t = tasks.rbegin(); t != tasks.rend(); ++t) {
+        if (stop_requested || state_now() != "running")
+            return stop(stop_requested ? "running" : job_.state);
+        if (t->state == "done" && t->old_name) {
+            report(pg::fmt("backfill job %1%: rolling back %2%", id_, t->qualified()));
+            std::exception_ptr error;
+            try {
+                task_step([&] { task::prepare_roll_back(job_, *t); });
+                with_lock_retries("roll back partition " + t->qualified(),
+                                  [&] { task::swap_back(job_, *t); });
+            } catch (const pg::Error &) {
+                error = std::current_exception();
+            } catch (const pg::Failure &) {
+                error = std::current_exception();
+            }
+            if (error) {  // stays rolling back: backfill_resume goes on with it
+                std::string text = cause_of(error).text;
+                log_warning(pg::fmt("backfill job %1%: could not roll back %2%: %3%", id_,
+                                    t->qualified(), text));
+                book([&] {
+                    control::set_job_state(id_, "failed",
+                                           pg::fmt("roll back of partition %1%: %2%",
+                                                   t->qualified(), text));
+                });
+                return "failed";
+            }
+        }
+        task_step([&] { task::drop_rolled_back(*t); });
+    }
+    book([&] {
+        control::finish_job(id_, "cancelled",
+                            std::string("rolled back: the partitions are as before the job"));
+    });
+    return "cancelled";
+}
+
 // Ends a run that was told to stop: a SIGTERM pauses the job, a cancel finishes it.
 std::string Run::stop(const std::string &state) {
     if (stop_requested) {
@@ -412,6 +454,8 @@ std::string Run::loop() {
     claim_slot();
     book([&] { control::job_started(id_); });
     recover();
+    if (job_.rolling_back)
+        return slot_ == 0 ? roll_back() : "running";  // one runner rolls back
 
     double started = txn::now_ms();
     int64 tasks_run = 0;

@@ -10,6 +10,7 @@
 #include "runner.hpp"
 #include "source.hpp"
 #include "spi.hpp"
+#include "task.hpp"
 #include "txn.hpp"
 
 #include <algorithm>
@@ -39,6 +40,8 @@ PG_FUNCTION_INFO_V1(backfill_pause);
 PG_FUNCTION_INFO_V1(backfill_resume);
 PG_FUNCTION_INFO_V1(backfill_cancel);
 PG_FUNCTION_INFO_V1(backfill_set);
+PG_FUNCTION_INFO_V1(backfill_rollback);
+PG_FUNCTION_INFO_V1(backfill_drop_old);
 }
 
 namespace {
@@ -177,6 +180,30 @@ void set_option(const control::Job &job, const std::string &option, const spi::T
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           "swap_wait must be at least lock_timeout");
     control::set_interval_option(job.id, option, *value);
+}
+
+// A job whose kept partitions may be swapped back or dropped: it kept them, and it has ended.
+std::vector<control::Task> kept_partitions(const control::Job &job, const char *action) {
+    if (!job.keep_old)
+        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                          pg::fmt("backfill job %1% did not keep the partitions it replaced",
+                                  job.id),
+                          "Only a job started with keep_old => true keeps them.",
+                          pg::fmt("There is nothing to %1%.", action));
+    if (!is_terminal(job.state) || job.rolling_back)
+        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                          pg::fmt("backfill job %1% is %2%", job.id,
+                                  job.rolling_back ? "rolling back" : job.state),
+                          "", "Wait for it to end, or cancel it with backfill_cancel(job).");
+    std::vector<control::Task> kept;
+    for (const control::Task &t : control::load_tasks(job.id))
+        if (t.state == "done" && t.old_name)
+            kept.push_back(t);
+    if (kept.empty())
+        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                          pg::fmt("backfill job %1% has no kept partitions left", job.id), "",
+                          pg::fmt("There is nothing to %1%.", action));
+    return kept;
 }
 
 int max_workers = 4;  // GUC backfill.max_workers
@@ -532,6 +559,40 @@ Datum backfill_set(PG_FUNCTION_ARGS) {
             set_option(job, option, value);
             for (int pid : control::runner_pids(id))
                 launch::signal_runner_at_commit(pid, false);
+            return (Datum)0;
+        });
+    });
+}
+
+Datum backfill_rollback(PG_FUNCTION_ARGS) {
+    return pg::entry([&] {
+        int64 id = Args(fcinfo).int8(0, "job");
+        return with_spi([&] {
+            control::Job job = job_for_caller(id);
+            kept_partitions(job, "roll back");
+            try {
+                control::start_roll_back(id);
+            } catch (const pg::Error &e) {
+                if (e.sqlstate() != ERRCODE_UNIQUE_VIOLATION)
+                    throw;
+                another_job_on_target(job.target, job.target_name);
+            }
+            Oid database = InvalidOid;
+            pg::call([&] { database = MyDatabaseId; });
+            if (job.background)
+                launch::start_worker_at_commit(id, database, job.login_role);
+            return (Datum)0;
+        });
+    });
+}
+
+Datum backfill_drop_old(PG_FUNCTION_ARGS) {
+    return pg::entry([&] {
+        int64 id = Args(fcinfo).int8(0, "job");
+        return with_spi([&] {
+            control::Job job = job_for_caller(id);
+            for (const control::Task &t : kept_partitions(job, "drop"))
+                task::drop_kept(t);
             return (Datum)0;
         });
     });

@@ -9,6 +9,8 @@ extern "C" {
 #include "mb/pg_wchar.h"
 }
 
+#include <functional>
+
 namespace task {
 
 namespace {
@@ -249,22 +251,33 @@ void validate_foreign_keys(const Job &job, const Task &t) {
         spi::exec("ALTER TABLE " + shadow + " VALIDATE CONSTRAINT " + ident(*fk[0]));
 }
 
-void swap(const Job &job, const Task &t) {
+namespace {
+
+// The names one side of an exchange has: its table and its indexes (in partition_indexes order).
+struct Side {
+    std::string table;
+    std::function<std::string(size_t)> index;
+};
+
+// Puts `incoming` (a table with the bound as CHECK constraint bound_constraint(t)) in the place
+// of the task's partition, which leaves detached as `outgoing`, in one transaction under the
+// job's lock_timeout. Returns nothing; the caller records the outcome in the same transaction.
+void exchange(const Job &job, const Task &t, const Side &incoming, const Side &outgoing,
+              bool check_writes) {
     std::string oid = partition_oid(job, t);
     spi::Row facts = spi::exec("SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid), "
-                               "       c.relowner <> $2, c.relowner::regrole::text "
+                               "       c.relowner::regrole::text "
                                "FROM pg_catalog.pg_class c WHERE c.oid = $1",
-                               {spi::oid_param((Oid)std::stoul(oid)), spi::oid_param(job.run_as)})
+                               {spi::oid_param((Oid)std::stoul(oid))})
                          .rows.at(0);
     spi::Result indexes = partition_indexes(oid);
     std::string replica_identity = carry_over::replica_identity(oid);
     std::string target = spi::scalar("SELECT $1::oid::regclass::text",
                                      {spi::oid_param(job.target)})
                              .value();
-    std::string kept = kept_name(t);
-    if (relation_oid(qualified(t.schema, kept)))
+    if (relation_oid(qualified(t.schema, outgoing.table)))
         throw pg::Failure(ERRCODE_DUPLICATE_TABLE,
-                          pg::fmt("table %1% already exists", qualified(t.schema, kept)),
+                          pg::fmt("table %1% already exists", qualified(t.schema, outgoing.table)),
                           "backfill detaches the replaced partition under that name.",
                           "Rename or drop that table, then resume the job.");
 
@@ -273,27 +286,76 @@ void swap(const Job &job, const Task &t) {
     spi::exec("SELECT pg_catalog.pg_advisory_xact_lock(1650879595, $1::oid::int)",
               {spi::oid_param(job.target)});
     spi::exec("ALTER TABLE " + target + " DETACH PARTITION " + t.qualified());
-    if (job.detect_writes && control::has_writes(t))
+    if (check_writes && control::has_writes(t))
         throw pg::Failure(ERRCODE_T_R_SERIALIZATION_FAILURE,
                           "the partition was written to while its shadow was built",
                           "Those writes are not in the shadow; it will be rebuilt.",
                           "Pass concurrent_writes => 'ignore' only for partitions nobody writes.");
-    spi::exec("ALTER TABLE " + t.qualified() + " RENAME TO " + ident(kept));
+    spi::exec("ALTER TABLE " + t.qualified() + " RENAME TO " + ident(outgoing.table));
     for (size_t n = 0; n < indexes.rows.size(); n++)
         spi::exec("ALTER INDEX " + qualified(t.schema, *indexes.rows[n][0]) + " RENAME TO " +
-                  ident(old_index_name(t, n)));
+                  ident(outgoing.index(n)));
     for (size_t n = 0; n < indexes.rows.size(); n++)
-        spi::exec("ALTER INDEX " + qualified(t.schema, new_index_name(t, n)) + " RENAME TO " +
+        spi::exec("ALTER INDEX " + qualified(t.schema, incoming.index(n)) + " RENAME TO " +
                   ident(*indexes.rows[n][0]));
-    spi::exec("ALTER TABLE " + qualified(t.schema, shadow_name(t)) + " RENAME TO " +
+    spi::exec("ALTER TABLE " + qualified(t.schema, incoming.table) + " RENAME TO " +
               ident(t.name));
     spi::exec("ALTER TABLE " + target + " ATTACH PARTITION " + t.qualified() + " " + *facts[0]);
     spi::exec("ALTER TABLE " + t.qualified() + " DROP CONSTRAINT " + ident(bound_constraint(t)));
     if (!replica_identity.empty())
         spi::exec("ALTER TABLE " + t.qualified() + " REPLICA IDENTITY " + replica_identity);
-    if (*facts[1] == "t")
-        spi::exec("ALTER TABLE " + t.qualified() + " OWNER TO " + ident(*facts[2]));
-    control::task_done(t, kept);
+    spi::exec("ALTER TABLE " + t.qualified() + " OWNER TO " + ident(*facts[1]));
+}
+
+Side shadow_side(const Task &t) {
+    return {shadow_name(t), [&t](size_t n) { return new_index_name(t, n); }};
+}
+
+Side kept_side(const Task &t) {
+    return {kept_name(t), [&t](size_t n) { return old_index_name(t, n); }};
+}
+
+std::string rolled_back_name(const Task &t) { return "bf_rolled_back_" + task_tag(t); }
+
+}  // namespace
+
+void swap(const Job &job, const Task &t) {
+    exchange(job, t, shadow_side(t), kept_side(t), job.detect_writes);
+    control::task_done(t, kept_name(t));
+}
+
+void prepare_roll_back(const Job &job, const Task &t) {
+    spi::Text kept_oid = relation_oid(qualified(t.schema, kept_name(t)));
+    if (!kept_oid || is_partition(*kept_oid))
+        throw pg::Failure(ERRCODE_UNDEFINED_TABLE,
+                          pg::fmt("the replaced partition %1% no longer exists",
+                                  qualified(t.schema, kept_name(t))),
+                          "It was dropped or attached elsewhere since the job ended.",
+                          "Roll back by hand, or restore the partition from a backup.");
+    std::string bound = *spi::scalar("SELECT pg_catalog.pg_get_partition_constraintdef($1)",
+                                     {spi::oid_param((Oid)std::stoul(partition_oid(job, t)))});
+    bool checked = spi::scalar("SELECT 1 FROM pg_catalog.pg_constraint "
+                               "WHERE conrelid = $1 AND conname = $2",
+                               {spi::oid_param((Oid)std::stoul(*kept_oid)),
+                                spi::text_param(bound_constraint(t))})
+                       .has_value();
+    if (checked)  // an earlier attempt got this far
+        return;
+    // Validated here, on the detached table, so that ATTACH need not scan it under its locks.
+    spi::exec("ALTER TABLE " + qualified(t.schema, kept_name(t)) + " ADD CONSTRAINT " +
+              ident(bound_constraint(t)) + " CHECK " + bound);
+}
+
+void swap_back(const Job &job, const Task &t) {
+    Side rolled_back = {rolled_back_name(t), [&t](size_t n) { return new_index_name(t, n); }};
+    exchange(job, t, kept_side(t), rolled_back, false);
+    control::task_rolled_back(t);
+}
+
+void drop_rolled_back(const Task &t) {
+    std::string rolled_back = qualified(t.schema, rolled_back_name(t));
+    if (relation_oid(rolled_back))
+        spi::exec("DROP TABLE " + rolled_back);
 }
 
 void retire_old(const Job &job, const Task &t, double swap_lock_ms) {
@@ -324,7 +386,12 @@ void drop_write_triggers(const Task &t) {
 }
 
 void drop_leftover_old(const Job &job, const Task &t) {
-    if (!t.old_name || job.keep_old)
+    if (!job.keep_old)
+        drop_kept(t);
+}
+
+void drop_kept(const Task &t) {
+    if (!t.old_name)
         return;
     std::string old = qualified(t.schema, *t.old_name);
     spi::Text oid = relation_oid(old);

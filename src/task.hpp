@@ -40,7 +40,15 @@ void retire_old(const control::Job &job, const control::Task &task, double swap_
 void drop_shadow(const control::Task &task);
 void drop_write_triggers(const control::Task &task);
 
+// Rolling a kept-old task back: the kept partition gets the bound as a validated CHECK (its own
+// step), then takes the place of the new one, which is dropped afterwards.
+void prepare_roll_back(const control::Job &job, const control::Task &task);
+void swap_back(const control::Job &job, const control::Task &task);
+void drop_rolled_back(const control::Task &task);
+
 // Drops a replaced partition that a done task left behind (crash between swap and drop).
 void drop_leftover_old(const control::Job &job, const control::Task &task);
+// Drops the partition a task replaced and kept (keep_old), once the DBA no longer needs it.
+void drop_kept(const control::Task &task);
 
 }  // namespace task
