@@ -2,6 +2,7 @@
 #include "runner.hpp"
 
 #include "control.hpp"
+#include "file_ledger.hpp"
 #include "task.hpp"
 #include "txn.hpp"
 
@@ -122,6 +123,7 @@ private:
     Outcome run_task_attempts(Task task);
     void recover();
     void clean_up(const Task &task);
+    void noting_files(const Task &task, const std::function<void()> &step);
     void claim_slot();
     void release_slot();
     std::string roll_back();
@@ -234,13 +236,15 @@ Outcome Run::run_task_attempts(Task task) {
         std::exception_ptr error;
         try {
             report(pg::fmt("backfill job %1%: building the shadow of %2%", id_, task.qualified()));
-            with_lock_retries("prepare partition " + task.qualified(),
-                              [&] { task::create_shadow(job_, task); });
+            noting_files(task, [&] {
+                with_lock_retries("prepare partition " + task.qualified(),
+                                  [&] { task::create_shadow(job_, task); });
+            });
             task.shadow_name = task::shadow_name(task);
             report(pg::fmt("backfill job %1%: loading the shadow of %2%", id_, task.qualified()));
             task_step([&] { task::load_shadow(job_, task); }, true);
             report(pg::fmt("backfill job %1%: indexing the shadow of %2%", id_, task.qualified()));
-            task_step([&] { task::build_indexes(job_, task); });
+            noting_files(task, [&] { task_step([&] { task::build_indexes(job_, task); }); });
             with_lock_retries("add the foreign keys of " + task.qualified(),
                               [&] { task::add_foreign_keys(job_, task); });
             task_step([&] { task::validate_foreign_keys(job_, task); });
@@ -283,12 +287,29 @@ Outcome Run::run_task_attempts(Task task) {
     }
 }
 
+// Runs a step that creates relations with their files noted in the task's ledger; once the step
+// has committed they are in the catalog and the ledger goes.
+void Run::noting_files(const Task &task, const std::function<void()> &step) {
+    file_ledger::begin(task.job, task.no);
+    try {
+        step();
+    } catch (...) {
+        file_ledger::end();
+        throw;
+    }
+    file_ledger::end();
+    file_ledger::forget(task.job, task.no);
+}
+
 // Undoes what a task that did not finish left: its shadow, then its triggers on the partition.
 // A trigger that cannot be dropped now (a long query holds the partition) stays until the next
 // run; it only notes writes.
 void Run::clean_up(const Task &task) {
     try {
-        task_step([&] { task::drop_shadow(task); });
+        task_step([&] {
+            task::drop_shadow(task);
+            file_ledger::remove_orphans(task.job, task.no);
+        });
     } catch (...) {
         log_warning(pg::fmt("backfill job %1%: could not drop the shadow of %2%: %3%; the next "
                             "run drops it",
