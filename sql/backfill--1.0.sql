@@ -37,6 +37,8 @@ CREATE TABLE backfill.jobs (
     last_error          text,
     interrupted         boolean     NOT NULL DEFAULT false, -- stopped by SIGTERM or a restart
     rolling_back        boolean     NOT NULL DEFAULT false, -- backfill_rollback asked for
+    system_identifier   numeric,    -- the server the job started on: a restored backup or a
+    timeline            int,        -- promoted standby does not resume it by itself
     created_at          timestamptz NOT NULL DEFAULT now(),
     started_at          timestamptz,
     finished_at         timestamptz,

@@ -24,6 +24,13 @@ extern "C" {
 
 namespace compat {
 
+// Which server and timeline this is: a job recorded elsewhere must not resume by itself.
+struct ServerIdentity {
+    uint64 system_identifier;
+    uint32 timeline;
+};
+ServerIdentity server_identity();
+
 // Whether role owns (or is a member of the owner of) the relation.
 inline bool owns_relation(Oid relid, Oid role) {
 #if PG_VERSION_NUM >= 160000

@@ -1,6 +1,8 @@
 // The control tables (see control.hpp).
 #include "control.hpp"
 
+#include "compat.hpp"
+
 extern "C" {
 #include "access/htup_details.h"
 #include "access/xact.h"
@@ -100,13 +102,16 @@ void as_owner(const std::function<void()> &fn) {
 
 int64 insert_job(const plan::Target &target, const Options &o, bool source_is_query, Oid run_as,
                  Oid login_role, const std::string &search_path) {
+    compat::ServerIdentity here = compat::server_identity();
     spi::Result r = run(
         "INSERT INTO backfill.jobs (target, target_name, key_column, key_type, range_from, "
         "range_to, source, source_is_query, pause, workers, keep_old, lock_timeout, swap_wait, "
-        "concurrent_writes, ignore_publications, background, run_as, login_role, search_path) "
+        "concurrent_writes, ignore_publications, background, run_as, login_role, search_path, "
+        "system_identifier, timeline) "
         "VALUES ($1::oid::regclass, $2, $3, $4::oid::regtype, $5, $6, $7, $8::boolean, "
         "$9::interval, $10::int, $11::boolean, $12::interval, $13::interval, $14, "
-        "$15::boolean, $16::boolean, $17::oid::regrole, $18::oid::regrole, $19) RETURNING id",
+        "$15::boolean, $16::boolean, $17::oid::regrole, $18::oid::regrole, $19, $20::numeric, "
+        "$21::int) RETURNING id",
         {spi::oid_param(target.oid), spi::text_param(target.qualified()),
          spi::text_param(target.key_column), spi::oid_param(target.key_type),
          spi::text_param(target.range_from), spi::text_param(target.range_to),
@@ -116,7 +121,8 @@ int64 insert_job(const plan::Target &target, const Options &o, bool source_is_qu
          spi::text_param(o.swap_wait), spi::text_param(o.concurrent_writes),
          spi::text_param(o.ignore_publications ? "t" : "f"),
          spi::text_param(o.background ? "t" : "f"), spi::oid_param(run_as),
-         spi::oid_param(login_role), spi::text_param(search_path)});
+         spi::oid_param(login_role), spi::text_param(search_path),
+         spi::text_param(std::to_string(here.system_identifier)), spi::bigint_param(here.timeline)});
     int64 id = std::stoll(*r.rows.at(0).at(0));
     int no = 0;
     for (const plan::Partition &p : target.partitions)

@@ -44,28 +44,7 @@ void add(const Action &action) {
     action_count++;
 }
 
-void start_worker(const Action &a) {
-    BackgroundWorker worker;
-    std::memset(&worker, 0, sizeof worker);
-    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-    worker.bgw_restart_time = BGW_NEVER_RESTART;
-    std::snprintf(worker.bgw_library_name, BGW_MAXLEN, "backfill");
-    std::snprintf(worker.bgw_function_name, BGW_MAXLEN, "backfill_worker_main");
-    std::snprintf(worker.bgw_name, BGW_MAXLEN, "backfill job %lld", (long long)a.job);
-    std::snprintf(worker.bgw_type, BGW_MAXLEN, "backfill worker");
-    worker.bgw_main_arg = Int64GetDatum(a.job);
-    std::memcpy(worker.bgw_extra, &a.database, sizeof(Oid));
-    std::memcpy(worker.bgw_extra + sizeof(Oid), &a.login_role, sizeof(Oid));
-    if (!RegisterDynamicBackgroundWorker(&worker, NULL))
-        ereport(WARNING,
-                (errmsg("could not start a background worker for backfill job %lld",
-                        (long long)a.job),
-                 errdetail("All background worker slots are in use."),
-                 errhint("Raise max_worker_processes, or SELECT backfill_resume(%lld) when a slot "
-                         "is free.",
-                         (long long)a.job)));
-}
+void start_worker(const Action &a) { start_worker_now(a.job, a.database, a.login_role); }
 
 void signal_runner(const Action &a) {
     if (a.kind == Kind::cancel) {
@@ -109,6 +88,30 @@ void on_subxact(SubXactEvent event, SubTransactionId mine, SubTransactionId pare
 }
 
 }  // namespace
+
+bool start_worker_now(int64 job, Oid database, Oid login_role) {
+    BackgroundWorker worker;
+    std::memset(&worker, 0, sizeof worker);
+    worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+    worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+    worker.bgw_restart_time = BGW_NEVER_RESTART;
+    std::snprintf(worker.bgw_library_name, BGW_MAXLEN, "backfill");
+    std::snprintf(worker.bgw_function_name, BGW_MAXLEN, "backfill_worker_main");
+    std::snprintf(worker.bgw_name, BGW_MAXLEN, "backfill job %lld", (long long)job);
+    std::snprintf(worker.bgw_type, BGW_MAXLEN, "backfill worker");
+    worker.bgw_main_arg = Int64GetDatum(job);
+    std::memcpy(worker.bgw_extra, &database, sizeof(Oid));
+    std::memcpy(worker.bgw_extra + sizeof(Oid), &login_role, sizeof(Oid));
+    if (RegisterDynamicBackgroundWorker(&worker, NULL))
+        return true;
+    ereport(WARNING, (errmsg("could not start a background worker for backfill job %lld",
+                             (long long)job),
+                      errdetail("All background worker slots are in use."),
+                      errhint("Raise max_worker_processes, or SELECT backfill_resume(%lld) when "
+                              "a slot is free.",
+                              (long long)job)));
+    return false;
+}
 
 void init() {
     RegisterXactCallback(on_xact, NULL);

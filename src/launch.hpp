@@ -9,6 +9,9 @@ namespace launch {
 // Registers the transaction callbacks; called once from _PG_init.
 void init();
 
+// Starts a background worker for the job now; false (with a WARNING) when no slot is free.
+bool start_worker_now(int64 job, Oid database, Oid login_role);
+
 // Starts a background worker for the job when the current transaction commits.
 void start_worker_at_commit(int64 job, Oid database, Oid login_role);
 

@@ -124,7 +124,7 @@ private:
     void recover();
     void clean_up(const Task &task);
     void noting_files(const Task &task, const std::function<void()> &step);
-    void claim_slot();
+    bool claim_slot();
     void release_slot();
     std::string roll_back();
     std::string stop(const std::string &state);
@@ -444,11 +444,13 @@ void Run::release_slot() {
     slot_ = -1;
 }
 
-// Takes one of the job's runner slots (there are `workers` of them), or says who runs it.
-void Run::claim_slot() {
+// Takes one of the job's runner slots (there are `workers` of them). A worker that finds them
+// all taken has nothing to do (the launcher and a resume may both have started one); a session
+// is told who runs the job.
+bool Run::claim_slot() {
     slot_ = control::claim_runner(id_, std::max(job_.workers, 1));
-    if (slot_ >= 0)
-        return;
+    if (slot_ >= 0 || origin_ == Origin::worker)
+        return slot_ >= 0;
     std::vector<int> pids = control::runner_pids(id_);
     std::string list;
     for (int pid : pids)
@@ -472,7 +474,8 @@ std::string Run::loop() {
                               ? pg::fmt("SELECT backfill_resume(%1%) first.", id_)
                               : std::string("Only a pending or running job can be run."));
     }
-    claim_slot();
+    if (!claim_slot())
+        return job_.state;
     book([&] { control::job_started(id_); });
     recover();
     if (job_.rolling_back)

@@ -5,6 +5,7 @@
 #include "file_ledger.hpp"
 #include "guc.hpp"
 #include "launch.hpp"
+#include "launcher.hpp"
 #include "plan.hpp"
 #include "report.hpp"
 #include "result_set.hpp"
@@ -321,6 +322,8 @@ void _PG_init(void) {
                             &max_workers, 4, 1, control::kMaxRunners, PGC_SUSET, 0, NULL, NULL,
                             NULL);
     MarkGUCPrefixReserved("backfill");
+    if (process_shared_preload_libraries_in_progress)
+        launcher::register_at_startup();
 }
 
 Datum backfill_start(PG_FUNCTION_ARGS) {
