@@ -1,5 +1,5 @@
-// The SQL-callable functions: argument checks, then a call into the engine. Each one enters C++
-// through pg::entry.
+// The SQL-callable functions that plan, start, run and report jobs, and the module's _PG_init:
+// argument checks, then a call into the engine. Each one enters C++ through pg::entry.
 #include "compat.hpp"
 #include "control.hpp"
 #include "file_ledger.hpp"
@@ -12,7 +12,7 @@
 #include "runner.hpp"
 #include "source.hpp"
 #include "spi.hpp"
-#include "task.hpp"
+#include "sql_support.hpp"
 #include "txn.hpp"
 
 #include <algorithm>
@@ -38,78 +38,11 @@ PG_FUNCTION_INFO_V1(backfill_run);
 PG_FUNCTION_INFO_V1(backfill_wait);
 PG_FUNCTION_INFO_V1(backfill_status);
 PG_FUNCTION_INFO_V1(backfill_tasks);
-PG_FUNCTION_INFO_V1(backfill_pause);
-PG_FUNCTION_INFO_V1(backfill_resume);
-PG_FUNCTION_INFO_V1(backfill_cancel);
-PG_FUNCTION_INFO_V1(backfill_set);
-PG_FUNCTION_INFO_V1(backfill_rollback);
-PG_FUNCTION_INFO_V1(backfill_drop_old);
 }
+
+using namespace sql;
 
 namespace {
-
-// The arguments of an SQL-callable function, read as C++ values.
-class Args {
-public:
-    explicit Args(FunctionCallInfo fcinfo) : fcinfo(fcinfo) {}
-    bool null(int i) const { return PG_ARGISNULL(i); }
-    Datum datum(int i) const { return PG_GETARG_DATUM(i); }
-    Oid type(int i) const { return get_fn_expr_argtype(fcinfo->flinfo, i); }
-
-    void require(int i, const char *name) const {
-        if (null(i))
-            throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                              pg::fmt("%1% must not be NULL", name));
-    }
-    int64 int8(int i, const char *name) const {
-        require(i, name);
-        return PG_GETARG_INT64(i);
-    }
-    int32 int4(int i, const char *name) const {
-        require(i, name);
-        return PG_GETARG_INT32(i);
-    }
-    bool boolean(int i, const char *name) const {
-        require(i, name);
-        return PG_GETARG_BOOL(i);
-    }
-    // Any argument as its type's text output; nullopt for NULL.
-    spi::Text text(int i) const {
-        if (null(i))
-            return std::nullopt;
-        char *out = nullptr;
-        Oid argtype = type(i);
-        Datum value = datum(i);
-        pg::call([&] {
-            Oid output;
-            bool varlena;
-            getTypeOutputInfo(argtype, &output, &varlena);
-            out = OidOutputFunctionCall(output, value);
-        });
-        return std::string(out);
-    }
-    std::string text(int i, const char *name) const {
-        require(i, name);
-        return *text(i);
-    }
-
-private:
-    FunctionCallInfo fcinfo;
-};
-
-// Milliseconds in an interval given as text.
-double interval_ms(const std::string &interval) {
-    return std::stod(*spi::scalar("SELECT extract(epoch FROM $1::interval) * 1000",
-                                  {spi::text_param(interval)}));
-}
-
-void require_interval(const std::string &value, const char *name, bool positive) {
-    double ms = interval_ms(value);
-    if (ms < 0 || (positive && ms == 0))
-        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                          pg::fmt("%1% must be %2%, not %3%", name,
-                                  positive ? "positive" : "zero or positive", value));
-}
 
 void not_supported_yet(const Args &args, int i, const char *name) {
     if (!args.null(i))
@@ -117,95 +50,6 @@ void not_supported_yet(const Args &args, int i, const char *name) {
                           pg::fmt("option %1% is not supported yet", name),
                           "This version of backfill does not implement it.",
                           pg::fmt("Leave %1% NULL.", name));
-}
-
-// Runs fn with SPI connected and our canonical settings in force.
-template <typename Fn>
-Datum with_spi(Fn &&fn) {
-    spi::connect();
-    int level = guc::push(guc::canonical());
-    Datum result = fn();
-    guc::pop(level);
-    spi::finish();
-    return result;
-}
-
-// A job the caller may act on: it must own the job's target (or be a member of its owner).
-control::Job job_for_caller(int64 id) {
-    control::Job job = control::load_job(id);
-    bool owns = false;
-    pg::call([&] { owns = compat::owns_relation(job.target, GetUserId()) || superuser(); });
-    if (!owns)
-        throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
-                          pg::fmt("must be owner of table %1% to act on backfill job %2%",
-                                  job.target_name, id));
-    return job;
-}
-
-bool is_terminal(const std::string &state) {
-    return state == "done" || state == "failed" || state == "cancelled";
-}
-
-// Turns a unique violation of the one-live-job-per-target index into the error a DBA can use.
-[[noreturn]] void another_job_on_target(Oid target, const std::string &target_name) {
-    spi::Text other;
-    control::as_owner([&] {
-        other = spi::scalar(
-        "SELECT pg_catalog.format('%s (%s)', id, state) FROM backfill.jobs "
-        "WHERE target = $1::oid::regclass AND state IN ('pending', 'running', 'paused') LIMIT 1",
-        {spi::oid_param(target)});
-    });
-    throw pg::Failure(ERRCODE_UNIQUE_VIOLATION,
-                      pg::fmt("table %1% already has a live backfill job: %2%", target_name,
-                              other.value_or("started concurrently")),
-                      "One job at a time per target: two jobs would swap the same partitions.",
-                      "Wait for that job, or cancel it with backfill_cancel(job).");
-}
-
-// Changes one option of a job that has not ended; a running job applies it at its next step.
-void set_option(const control::Job &job, const std::string &option, const spi::Text &value) {
-    if (option == "max_rows_per_second" || option == "max_replication_lag" ||
-        option == "run_window" || option == "throttle_query")
-        throw pg::Failure(ERRCODE_FEATURE_NOT_SUPPORTED,
-                          pg::fmt("option %1% is not supported yet", option),
-                          "This version of backfill does not implement it.");
-    if (option != "pause" && option != "lock_timeout" && option != "swap_wait")
-        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                          pg::fmt("option \"%1%\" cannot be set on a job", option),
-                          "", "backfill_set changes pause, lock_timeout or swap_wait.");
-    if (!value)
-        throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED, pg::fmt("%1% must not be NULL", option));
-    require_interval(*value, option.c_str(), option != "pause");
-    double lock_timeout = interval_ms(option == "lock_timeout" ? *value : job.lock_timeout);
-    double swap_wait = option == "swap_wait" ? interval_ms(*value) : job.swap_wait_ms;
-    if (swap_wait < lock_timeout)
-        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                          "swap_wait must be at least lock_timeout");
-    control::set_interval_option(job.id, option, *value);
-}
-
-// A job whose kept partitions may be swapped back or dropped: it kept them, and it has ended.
-std::vector<control::Task> kept_partitions(const control::Job &job, const char *action) {
-    if (!job.keep_old)
-        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                          pg::fmt("backfill job %1% did not keep the partitions it replaced",
-                                  job.id),
-                          "Only a job started with keep_old => true keeps them.",
-                          pg::fmt("There is nothing to %1%.", action));
-    if (!is_terminal(job.state) || job.rolling_back)
-        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                          pg::fmt("backfill job %1% is %2%", job.id,
-                                  job.rolling_back ? "rolling back" : job.state),
-                          "", "Wait for it to end, or cancel it with backfill_cancel(job).");
-    std::vector<control::Task> kept;
-    for (const control::Task &t : control::load_tasks(job.id))
-        if (t.state == "done" && t.old_name)
-            kept.push_back(t);
-    if (kept.empty())
-        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                          pg::fmt("backfill job %1% has no kept partitions left", job.id), "",
-                          pg::fmt("There is nothing to %1%.", action));
-    return kept;
 }
 
 int max_workers = 4;  // GUC backfill.max_workers
@@ -474,130 +318,6 @@ Datum backfill_tasks(PG_FUNCTION_ARGS) {
         return with_spi([&] {
             control::load_job(id);
             result_set::materialize(fcinfo, report::task_rows(id));
-            return (Datum)0;
-        });
-    });
-}
-
-Datum backfill_pause(PG_FUNCTION_ARGS) {
-    return pg::entry([&] {
-        int64 id = Args(fcinfo).int8(0, "job");
-        return with_spi([&] {
-            control::Job job = job_for_caller(id);
-            if (job.state != "pending" && job.state != "running")
-                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                                  pg::fmt("backfill job %1% is %2%; only a pending or running "
-                                          "job can be paused",
-                                          id, job.state));
-            control::set_job_state(id, "paused");
-            for (int pid : control::runner_pids(id))
-                launch::signal_runner_at_commit(pid, false);
-            return (Datum)0;
-        });
-    });
-}
-
-Datum backfill_resume(PG_FUNCTION_ARGS) {
-    return pg::entry([&] {
-        int64 id = Args(fcinfo).int8(0, "job");
-        return with_spi([&] {
-            control::Job job = job_for_caller(id);
-            std::vector<int> pids = control::runner_pids(id);
-            if (!pids.empty())
-                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                                  pg::fmt("backfill job %1% is %2%", id, job.state),
-                                  pg::fmt("Process %1% runs it.", pids[0]),
-                                  "Pause it first to stop it.");
-            if (job.state == "done" || job.state == "cancelled")
-                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                                  pg::fmt("backfill job %1% is %2%; there is nothing to resume",
-                                          id, job.state),
-                                  "", "Start a new job with backfill_start.");
-            try {
-                control::resume_job(id);
-            } catch (const pg::Error &e) {
-                if (e.sqlstate() != ERRCODE_UNIQUE_VIOLATION)
-                    throw;
-                another_job_on_target(job.target, job.target_name);
-            }
-            Oid database = InvalidOid;
-            pg::call([&] { database = MyDatabaseId; });
-            if (job.background)
-                for (int i = 0; i < job.workers; i++)
-                    launch::start_worker_at_commit(id, database, job.login_role);
-            return (Datum)0;
-        });
-    });
-}
-
-Datum backfill_cancel(PG_FUNCTION_ARGS) {
-    return pg::entry([&] {
-        int64 id = Args(fcinfo).int8(0, "job");
-        return with_spi([&] {
-            control::Job job = job_for_caller(id);
-            if (job.state == "done" || job.state == "cancelled")
-                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                                  pg::fmt("backfill job %1% is already %2%", id, job.state));
-            control::set_job_state(id, "cancelled");
-            std::vector<int> pids = control::runner_pids(id);
-            for (int pid : pids)
-                launch::signal_runner_at_commit(pid, true);  // they clean up and finish
-            if (!pids.empty())
-                return (Datum)0;
-            runner::clean_up_cancelled(job);
-            return (Datum)0;
-        });
-    });
-}
-
-Datum backfill_set(PG_FUNCTION_ARGS) {
-    return pg::entry([&] {
-        Args args(fcinfo);
-        int64 id = args.int8(0, "job");
-        std::string option = args.text(1, "option");
-        spi::Text value = args.text(2);
-        return with_spi([&] {
-            control::Job job = job_for_caller(id);
-            if (job.state == "done" || job.state == "cancelled")
-                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                                  pg::fmt("backfill job %1% is %2%", id, job.state));
-            set_option(job, option, value);
-            for (int pid : control::runner_pids(id))
-                launch::signal_runner_at_commit(pid, false);
-            return (Datum)0;
-        });
-    });
-}
-
-Datum backfill_rollback(PG_FUNCTION_ARGS) {
-    return pg::entry([&] {
-        int64 id = Args(fcinfo).int8(0, "job");
-        return with_spi([&] {
-            control::Job job = job_for_caller(id);
-            kept_partitions(job, "roll back");
-            try {
-                control::start_roll_back(id);
-            } catch (const pg::Error &e) {
-                if (e.sqlstate() != ERRCODE_UNIQUE_VIOLATION)
-                    throw;
-                another_job_on_target(job.target, job.target_name);
-            }
-            Oid database = InvalidOid;
-            pg::call([&] { database = MyDatabaseId; });
-            if (job.background)
-                launch::start_worker_at_commit(id, database, job.login_role);
-            return (Datum)0;
-        });
-    });
-}
-
-Datum backfill_drop_old(PG_FUNCTION_ARGS) {
-    return pg::entry([&] {
-        int64 id = Args(fcinfo).int8(0, "job");
-        return with_spi([&] {
-            control::Job job = job_for_caller(id);
-            for (const control::Task &t : kept_partitions(job, "drop"))
-                task::drop_kept(t);
             return (Datum)0;
         });
     });

@@ -1,0 +1,196 @@
+// The SQL-callable functions that act on a job: pause, resume, cancel, set, roll back, and drop
+// the partitions it kept. Each one enters C++ through pg::entry.
+#include "launch.hpp"
+#include "runner.hpp"
+#include "sql_support.hpp"
+#include "task.hpp"
+
+#include <functional>
+
+extern "C" {
+#include "miscadmin.h"
+
+PG_FUNCTION_INFO_V1(backfill_pause);
+PG_FUNCTION_INFO_V1(backfill_resume);
+PG_FUNCTION_INFO_V1(backfill_cancel);
+PG_FUNCTION_INFO_V1(backfill_set);
+PG_FUNCTION_INFO_V1(backfill_rollback);
+PG_FUNCTION_INFO_V1(backfill_drop_old);
+}
+
+using namespace sql;
+
+namespace {
+
+// Changes one option of a job that has not ended; a running job applies it at its next step.
+void set_option(const control::Job &job, const std::string &option, const spi::Text &value) {
+    if (option == "max_rows_per_second" || option == "max_replication_lag" ||
+        option == "run_window" || option == "throttle_query")
+        throw pg::Failure(ERRCODE_FEATURE_NOT_SUPPORTED,
+                          pg::fmt("option %1% is not supported yet", option),
+                          "This version of backfill does not implement it.");
+    if (option != "pause" && option != "lock_timeout" && option != "swap_wait")
+        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
+                          pg::fmt("option \"%1%\" cannot be set on a job", option),
+                          "", "backfill_set changes pause, lock_timeout or swap_wait.");
+    if (!value)
+        throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED, pg::fmt("%1% must not be NULL", option));
+    require_interval(*value, option.c_str(), option != "pause");
+    double lock_timeout = interval_ms(option == "lock_timeout" ? *value : job.lock_timeout);
+    double swap_wait = option == "swap_wait" ? interval_ms(*value) : job.swap_wait_ms;
+    if (swap_wait < lock_timeout)
+        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
+                          "swap_wait must be at least lock_timeout");
+    control::set_interval_option(job.id, option, *value);
+}
+
+// A job whose kept partitions may be swapped back or dropped: it kept them, and it has ended.
+std::vector<control::Task> kept_partitions(const control::Job &job, const char *action) {
+    if (!job.keep_old)
+        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                          pg::fmt("backfill job %1% did not keep the partitions it replaced",
+                                  job.id),
+                          "Only a job started with keep_old => true keeps them.",
+                          pg::fmt("There is nothing to %1%.", action));
+    if (!is_terminal(job.state) || job.rolling_back)
+        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                          pg::fmt("backfill job %1% is %2%", job.id,
+                                  job.rolling_back ? "rolling back" : job.state),
+                          "", "Wait for it to end, or cancel it with backfill_cancel(job).");
+    std::vector<control::Task> kept;
+    for (const control::Task &t : control::load_tasks(job.id))
+        if (t.state == "done" && t.old_name)
+            kept.push_back(t);
+    if (kept.empty())
+        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                          pg::fmt("backfill job %1% has no kept partitions left", job.id), "",
+                          pg::fmt("There is nothing to %1%.", action));
+    return kept;
+}
+
+// Makes an ended or paused job live again (make_pending), then starts `workers` workers for it
+// when this transaction commits (background jobs).
+void revive(const control::Job &job, const std::function<void()> &make_pending, int workers) {
+    try {
+        make_pending();
+    } catch (const pg::Error &e) {
+        if (e.sqlstate() != ERRCODE_UNIQUE_VIOLATION)
+            throw;
+        another_job_on_target(job.target, job.target_name);
+    }
+    if (!job.background)
+        return;
+    Oid database = InvalidOid;
+    pg::call([&] { database = MyDatabaseId; });
+    for (int i = 0; i < workers; i++)
+        launch::start_worker_at_commit(job.id, database, job.login_role);
+}
+
+}  // namespace
+
+extern "C" {
+
+Datum backfill_pause(PG_FUNCTION_ARGS) {
+    return pg::entry([&] {
+        int64 id = Args(fcinfo).int8(0, "job");
+        return with_spi([&] {
+            control::Job job = job_for_caller(id);
+            if (job.state != "pending" && job.state != "running")
+                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                                  pg::fmt("backfill job %1% is %2%; only a pending or running "
+                                          "job can be paused",
+                                          id, job.state));
+            control::set_job_state(id, "paused");
+            for (int pid : control::runner_pids(id))
+                launch::signal_runner_at_commit(pid, false);
+            return (Datum)0;
+        });
+    });
+}
+
+Datum backfill_resume(PG_FUNCTION_ARGS) {
+    return pg::entry([&] {
+        int64 id = Args(fcinfo).int8(0, "job");
+        return with_spi([&] {
+            control::Job job = job_for_caller(id);
+            std::vector<int> pids = control::runner_pids(id);
+            if (!pids.empty())
+                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                                  pg::fmt("backfill job %1% is %2%", id, job.state),
+                                  pg::fmt("Process %1% runs it.", pids[0]),
+                                  "Pause it first to stop it.");
+            if (job.state == "done" || job.state == "cancelled")
+                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                                  pg::fmt("backfill job %1% is %2%; there is nothing to resume",
+                                          id, job.state),
+                                  "", "Start a new job with backfill_start.");
+            revive(job, [&] { control::resume_job(id); }, job.workers);
+            return (Datum)0;
+        });
+    });
+}
+
+Datum backfill_cancel(PG_FUNCTION_ARGS) {
+    return pg::entry([&] {
+        int64 id = Args(fcinfo).int8(0, "job");
+        return with_spi([&] {
+            control::Job job = job_for_caller(id);
+            if (job.state == "done" || job.state == "cancelled")
+                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                                  pg::fmt("backfill job %1% is already %2%", id, job.state));
+            control::set_job_state(id, "cancelled");
+            std::vector<int> pids = control::runner_pids(id);
+            for (int pid : pids)
+                launch::signal_runner_at_commit(pid, true);  // they clean up and finish
+            if (!pids.empty())
+                return (Datum)0;
+            runner::clean_up_cancelled(job);
+            return (Datum)0;
+        });
+    });
+}
+
+Datum backfill_set(PG_FUNCTION_ARGS) {
+    return pg::entry([&] {
+        Args args(fcinfo);
+        int64 id = args.int8(0, "job");
+        std::string option = args.text(1, "option");
+        spi::Text value = args.text(2);
+        return with_spi([&] {
+            control::Job job = job_for_caller(id);
+            if (job.state == "done" || job.state == "cancelled")
+                throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                                  pg::fmt("backfill job %1% is %2%", id, job.state));
+            set_option(job, option, value);
+            for (int pid : control::runner_pids(id))
+                launch::signal_runner_at_commit(pid, false);
+            return (Datum)0;
+        });
+    });
+}
+
+Datum backfill_rollback(PG_FUNCTION_ARGS) {
+    return pg::entry([&] {
+        int64 id = Args(fcinfo).int8(0, "job");
+        return with_spi([&] {
+            control::Job job = job_for_caller(id);
+            kept_partitions(job, "roll back");
+            revive(job, [&] { control::start_roll_back(id); }, 1);  // one runner rolls back
+            return (Datum)0;
+        });
+    });
+}
+
+Datum backfill_drop_old(PG_FUNCTION_ARGS) {
+    return pg::entry([&] {
+        int64 id = Args(fcinfo).int8(0, "job");
+        return with_spi([&] {
+            control::Job job = job_for_caller(id);
+            for (const control::Task &t : kept_partitions(job, "drop"))
+                task::drop_kept(t);
+            return (Datum)0;
+        });
+    });
+}
+
+}  // extern "C"
