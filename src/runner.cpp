@@ -122,7 +122,7 @@ private:
     Outcome run_task(const Task &task);
     Outcome run_task_attempts(Task task);
     void recover();
-    void clean_up(const Task &task);
+    bool clean_up(const Task &task);
     void noting_files(const Task &task, const std::function<void()> &step);
     bool claim_slot();
     void release_slot();
@@ -266,7 +266,10 @@ Outcome Run::run_task_attempts(Task task) {
         }
         log_warning(pg::fmt("backfill job %1%: partition %2%: %3%", id_, task.qualified(),
                             cause.text));
-        clean_up(task);
+        if (!clean_up(task))
+            cause.text += pg::fmt("; its write-noting triggers %1% stay on the partition until "
+                                  "backfill_resume or backfill_cancel",
+                                  task::write_trigger_names(task));
         std::string state = stop_requested ? "running" : state_now();
         if (stop_requested || state != "running") {
             book([&] { control::task_pending(task, std::nullopt); });
@@ -302,9 +305,9 @@ void Run::noting_files(const Task &task, const std::function<void()> &step) {
 }
 
 // Undoes what a task that did not finish left: its shadow, then its triggers on the partition.
-// A trigger that cannot be dropped now (a long query holds the partition) stays until the next
-// run; it only notes writes.
-void Run::clean_up(const Task &task) {
+// Returns false when a session held the partition for all of swap_wait: the triggers (which
+// only note writes) then stay until the job is resumed or cancelled.
+bool Run::clean_up(const Task &task) {
     try {
         task_step([&] {
             task::drop_shadow(task);
@@ -315,13 +318,18 @@ void Run::clean_up(const Task &task) {
                             "run drops it",
                             id_, task.qualified(), cause_of(std::current_exception()).text));
     }
+    // Dropping a trigger takes the partition's strongest lock: the same lock discipline as a
+    // swap, so that no reader queues behind it.
     try {
-        task_step([&] { task::drop_write_triggers(task); }, false, true);
+        with_lock_retries("drop the write-noting triggers of " + task.qualified(),
+                          [&] { task::drop_write_triggers(task); });
+        return true;
     } catch (...) {
         log_warning(pg::fmt("backfill job %1%: could not drop the write-noting triggers of %2%: "
-                            "%3%; the next run drops them",
+                            "%3%; backfill_resume or backfill_cancel drops them",
                             id_, task.qualified(), cause_of(std::current_exception()).text));
     }
+    return false;
 }
 
 // Puts the job back in order after a crash, kill or cancel: no shadow, no half-done task, no

@@ -88,8 +88,10 @@ std::string index_on_shadow(const Task &t, const spi::Row &index, const std::str
            definition.substr(prefix.size());
 }
 
-void remove_write_triggers(const Task &t) {
-    spi::Text oid = relation_oid(t.qualified());
+// Drops the task's write-noting triggers from `table` (the partition, or the replaced partition
+// once detached), those that are there.
+void remove_write_triggers(const Task &t, const std::string &table) {
+    spi::Text oid = relation_oid(table);
     if (!oid)
         return;
     for (const std::string &trigger : {write_trigger(t), truncate_trigger(t)}) {
@@ -100,7 +102,7 @@ void remove_write_triggers(const Task &t) {
                            .has_value();
         if (present)
             control::as_owner([&] {
-                spi::exec("DROP TRIGGER " + ident(trigger) + " ON " + t.qualified());
+                spi::exec("DROP TRIGGER " + ident(trigger) + " ON " + table);
             });
     }
 }
@@ -116,6 +118,10 @@ std::string fit_name(const std::string &base, const std::string &suffix) {
 }  // namespace
 
 std::string shadow_name(const Task &t) { return "bf_shadow_" + task_tag(t); }
+
+std::string write_trigger_names(const Task &t) {
+    return write_trigger(t) + " and " + truncate_trigger(t);
+}
 
 std::string kept_name(const Task &t) { return fit_name(t.name, "_bf" + std::to_string(t.job)); }
 
@@ -141,7 +147,8 @@ void create_shadow(const Job &job, const Task &t) {
 
     // The triggers first: their lock on the partition is what this step may wait for, and a
     // crash while it waits must not leave behind the files of an uncommitted shadow.
-    remove_write_triggers(t);  // left by an earlier attempt whose clean-up could not get the lock
+    // Left by an earlier attempt whose clean-up could not get the lock.
+    remove_write_triggers(t, t.qualified());
     if (job.detect_writes)
         control::as_owner([&] {
             std::string args = "(" + literal(std::to_string(t.job)) + ", " +
@@ -361,10 +368,7 @@ void drop_rolled_back(const Task &t) {
 void retire_old(const Job &job, const Task &t, double swap_lock_ms) {
     std::string old = qualified(t.schema, kept_name(t));
     if (job.keep_old)
-        control::as_owner([&] {
-            spi::exec("DROP TRIGGER IF EXISTS " + ident(write_trigger(t)) + " ON " + old);
-            spi::exec("DROP TRIGGER IF EXISTS " + ident(truncate_trigger(t)) + " ON " + old);
-        });
+        remove_write_triggers(t, old);
     else
         spi::exec("DROP TABLE " + old);
     control::task_old_retired(t, swap_lock_ms, job.keep_old);
@@ -381,7 +385,7 @@ void drop_shadow(const Task &t) {
 }
 
 void drop_write_triggers(const Task &t) {
-    remove_write_triggers(t);
+    remove_write_triggers(t, t.qualified());
     control::clear_writes(t);
 }
 

@@ -11,6 +11,7 @@ namespace task {
 // Names derived from the job and task; short enough for any partition name.
 std::string shadow_name(const control::Task &task);
 std::string kept_name(const control::Task &task);
+std::string write_trigger_names(const control::Task &task);  // for messages
 
 // Step 1: an empty shadow shaped like the partition, with the bound as a CHECK constraint (so
 // ATTACH needs no scan), the partition's grants, and a write-noting trigger on the partition.
