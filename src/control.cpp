@@ -252,11 +252,12 @@ void task_failed(const Task &task, const std::string &error) {
                 {spi::text_param(error)});
 }
 
-void task_done(const Task &task, const std::string &old_name) {
+void task_done(const Task &task, const std::string &old_name, double swap_lock_ms) {
     update_task(task,
                 "state = 'done', phase = 'swapped', shadow_name = NULL, old_name = $3, "
-                "error = NULL, finished_at = clock_timestamp()",
-                {spi::text_param(old_name)});
+                "swap_lock_ms = round($4::numeric, 3), error = NULL, "
+                "finished_at = clock_timestamp()",
+                {spi::text_param(old_name), spi::text_param(std::to_string(swap_lock_ms))});
 }
 
 void task_old_retired(const Task &task, double swap_lock_ms, bool kept) {

@@ -80,7 +80,7 @@ void task_phase(const Task &task, const std::string &phase);
 void task_shadow(const Task &task, const spi::Text &shadow_name);
 void task_pending(const Task &task, const spi::Text &error);
 void task_failed(const Task &task, const std::string &error);
-void task_done(const Task &task, const std::string &old_name);
+void task_done(const Task &task, const std::string &old_name, double swap_lock_ms);
 // The replaced partition is dropped (or kept); swap_lock_ms < 0 leaves the recorded time as is.
 void task_old_retired(const Task &task, double swap_lock_ms, bool kept);
 // The task's kept partition is back in place: the task is skipped, its replacement gone.

@@ -345,9 +345,11 @@ void Run::recover() {
         if (t.state == "running")
             book([&] { control::task_pending(t, std::nullopt); });
     }
-    for (const Task &t : tasks)
-        if (t.state == "done" && t.old_name)
-            task_step([&] { task::drop_leftover_old(job_, t); }, false, true);
+    for (const Task &t : tasks) {
+        bool retire_undone = t.phase == std::string("swapped") || (t.old_name && !job_.keep_old);
+        if (t.state == "done" && retire_undone)
+            task_step([&] { task::finish_retire(job_, t); }, false, true);
+    }
 }
 
 // Puts the kept partitions of the done tasks back, last task first, each swap with the same lock
@@ -539,7 +541,8 @@ std::string Run::loop() {
 void clean_up_cancelled(const Job &job) {
     for (const Task &t : control::load_tasks(job.id)) {
         if (t.state == "done") {
-            task::drop_leftover_old(job, t);
+            if (t.phase == std::string("swapped") || !job.keep_old)
+                task::finish_retire(job, t);
             continue;
         }
         task::drop_shadow(t);

@@ -4,6 +4,7 @@
 #include "carry_over.hpp"
 #include "source.hpp"
 #include "spi.hpp"
+#include "txn.hpp"
 
 extern "C" {
 #include "mb/pg_wchar.h"
@@ -327,8 +328,10 @@ std::string rolled_back_name(const Task &t) { return "bf_rolled_back_" + task_ta
 }  // namespace
 
 void swap(const Job &job, const Task &t) {
+    double started = txn::now_ms();
     exchange(job, t, shadow_side(t), kept_side(t), job.detect_writes);
-    control::task_done(t, kept_name(t));
+    // The lock time up to the commit; the retire step records it with the commit included.
+    control::task_done(t, kept_name(t), txn::now_ms() - started);
 }
 
 void prepare_roll_back(const Job &job, const Task &t) {
@@ -389,9 +392,14 @@ void drop_write_triggers(const Task &t) {
     control::clear_writes(t);
 }
 
-void drop_leftover_old(const Job &job, const Task &t) {
-    if (!job.keep_old)
+void finish_retire(const Job &job, const Task &t) {
+    if (!job.keep_old) {
         drop_kept(t);
+        return;
+    }
+    if (t.old_name)
+        remove_write_triggers(t, qualified(t.schema, *t.old_name));
+    control::task_old_retired(t, -1, true);
 }
 
 void drop_kept(const Task &t) {

@@ -47,8 +47,9 @@ void prepare_roll_back(const control::Job &job, const control::Task &task);
 void swap_back(const control::Job &job, const control::Task &task);
 void drop_rolled_back(const control::Task &task);
 
-// Drops a replaced partition that a done task left behind (crash between swap and drop).
-void drop_leftover_old(const control::Job &job, const control::Task &task);
+// Does again what the retire step of a done task did not get to (a crash between its swap and
+// its retire): drops the replaced partition, or takes the write-noting triggers off the kept one.
+void finish_retire(const control::Job &job, const control::Task &task);
 // Drops the partition a task replaced and kept (keep_old), once the DBA no longer needs it.
 void drop_kept(const control::Task &task);
 
