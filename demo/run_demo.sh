@@ -9,22 +9,15 @@
 #              BACKFILL_DEMO_ROWS (default 200000).
 set -euo pipefail
 
-PG_MAJOR=15
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 port=${BACKFILL_DEMO_PORT:-54329}
 rows=${BACKFILL_DEMO_ROWS:-200000}
 
-export PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}"
-export LC_ALL=C.UTF-8 LANG=C.UTF-8
-unset LANGUAGE PGHOST PGPORT PGUSER PGDATABASE PGDATA PGSERVICE PGOPTIONS
-
-say() { printf '\n=== %s\n' "$*"; }
+# shellcheck source=test/common.sh
+source "$repo/test/common.sh"
 
 say "installing dependencies"
 "$repo/test/install_deps.sh"
-
-is_root=0
-[[ $(id -u) -eq 0 ]] && is_root=1
 
 tmp=$(mktemp -d /tmp/backfill-demo.XXXXXX)
 data="$tmp/data"

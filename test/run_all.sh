@@ -14,23 +14,15 @@
 #              RUN_ALL_KEEP=1 keeps the temporary directory even when everything passed.
 set -euo pipefail
 
-PG_MAJOR=15
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 part_timeout=${RUN_ALL_PART_TIMEOUT:-900}
 
-# This server version's tools first, whatever else is installed; one locale that always exists,
-# so initdb works and outputs do not depend on the caller's environment.
-export PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}"
-export LC_ALL=C.UTF-8 LANG=C.UTF-8
-unset LANGUAGE PGHOST PGPORT PGUSER PGDATABASE PGDATA PGSERVICE PGOPTIONS
-
-say() { printf '\n=== %s\n' "$*"; }
+# shellcheck source=test/common.sh
+source "$repo/test/common.sh"
 
 say "installing dependencies"
 "$repo/test/install_deps.sh"
 
-is_root=0
-[[ $(id -u) -eq 0 ]] && is_root=1
 if ((is_root)) && ! id postgres >/dev/null 2>&1; then
 	echo "run_all: the postgres OS user does not exist (it comes with postgresql-${PG_MAJOR})" >&2
 	exit 1
