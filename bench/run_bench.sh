@@ -1,0 +1,789 @@
+#!/usr/bin/env bash
+# make bench: times backfill against the hand-written ways of recomputing a range of a
+# RANGE-partitioned table, on a throwaway server, and prints a report on stdout.
+#
+#   make bench                      # the defaults: a few minutes on 2 cores
+#   ROWS=300000 make bench          # a quick run
+#
+# Parameters (environment):
+#   ROWS              rows in the recomputed range of the main data set     (3000000)
+#   PARTITIONS        monthly partitions in that range, from 2024-01          (12)
+#   INDEXES           secondary indexes besides the primary key, 0..4          (1)
+#   REPEAT            rounds of the main variants; the table shows medians     (1)
+#   SMALL_PARTITIONS  daily partitions of the per-task overhead data set     (500)
+#   SMALL_ROWS        rows in each of them                                     (20)
+#   MEM_ROWS          rows of the one-partition data set the worker's memory
+#                     is measured on                                  (ROWS / PARTITIONS)
+#   MEM_FACTOR        the second, larger size is MEM_ROWS * MEM_FACTOR         (10)
+#   MEM_MWM           maintenance_work_mem for those two jobs, e.g. 8MB (the server's, 64MB):
+#                     an index build sorts in up to that much, so a partition whose sort
+#                     fits in less uses less
+#   QUIET_WAIT        seconds to wait, before each timed run, for other work on
+#                     the machine to stop                                     (120)
+#   PORT              port of the throwaway server                          (54339)
+#   KEEP              1: keep the server's directory (data, server.log) at the end
+#
+# Fairness: every variant runs on the same data. Before each one the table is rebuilt from a
+# pristine copy (same rows in the same physical order, fresh indexes, VACUUM ANALYZE) and a
+# CHECKPOINT is taken, so none inherits another's dead rows, bloat or dirty buffers; then the
+# script waits until the machine is idle, and reports the CPU time other processes took while
+# the variant ran (a shared machine is the biggest source of noise).
+# Progress goes to stderr, the report to stdout; the exit status is 1 if a result did not verify.
+set -euo pipefail
+
+ROWS=${ROWS:-3000000}
+PARTITIONS=${PARTITIONS:-12}
+INDEXES=${INDEXES:-1}
+REPEAT=${REPEAT:-1}
+SMALL_PARTITIONS=${SMALL_PARTITIONS:-500}
+SMALL_ROWS=${SMALL_ROWS:-20}
+MEM_ROWS=${MEM_ROWS:-$((ROWS / PARTITIONS))}
+MEM_FACTOR=${MEM_FACTOR:-10}
+MEM_MWM=${MEM_MWM:-}
+QUIET_WAIT=${QUIET_WAIT:-120}
+PORT=${PORT:-54339}
+KEEP=${KEEP:-0}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+export PATH="/usr/lib/postgresql/15/bin:$PATH"   # this major's tools, even with several installed
+COLUMNS_LIST="id, day, customer_id, amount, status, payload"
+HZ=$(getconf CLK_TCK)
+
+progress() { echo "[$(date +%T)] $*" >&2; }
+die() { echo "run_bench: $*" >&2; exit 1; }
+now() { date +%s.%N; }
+seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }   # calc FORMAT EXPRESSION
+holds() { awk "BEGIN { exit !($1) }"; }         # holds EXPRESSION: its truth as a status
+
+check_parameters() {
+    local name
+    for name in ROWS PARTITIONS INDEXES REPEAT SMALL_PARTITIONS SMALL_ROWS MEM_ROWS MEM_FACTOR \
+        QUIET_WAIT PORT; do
+        [[ ${!name} =~ ^[0-9]+$ ]] || die "$name must be a whole number, not '${!name}'"
+    done
+    ((INDEXES <= 4)) || die "INDEXES is at most 4"
+    ((ROWS > 0 && PARTITIONS > 0 && REPEAT > 0 && SMALL_PARTITIONS > 0 && SMALL_ROWS > 0 &&
+        MEM_ROWS > 0 && MEM_FACTOR > 0)) || die "sizes must be positive"
+    [[ $(id -u) == 0 ]] || die "run as root: it installs the extension and starts a server as postgres"
+}
+
+# ---------------------------------------------------------------- PostgreSQL and the extension
+
+ensure_postgres() {
+    if ! command -v pg_config >/dev/null || [[ ! -x $(pg_config --bindir)/initdb ]]; then
+        [[ -x $repo/test/install_deps.sh ]] || die "PostgreSQL 15 is not installed"
+        "$repo/test/install_deps.sh"
+    fi
+    bindir=$(pg_config --bindir)
+}
+
+# Builds and installs the extension, and keeps a copy of its library that the benchmark's
+# server loads (see start_server): the library in $libdir may be replaced by any later
+# `make install`, and a run must not switch code halfway.
+build_extension() {
+    progress "building and installing the extension"
+    make -s -C "$repo" >/dev/null
+    make -s -C "$repo" install >/dev/null
+    mkdir -p "$workdir/lib"
+    cp "$(pg_config --pkglibdir)/backfill.so" "$workdir/lib/"
+}
+
+make_workdir() {
+    workdir=$(mktemp -d /var/tmp/backfill-bench.XXXXXX)
+    chown postgres: "$workdir"
+    trap stop_server EXIT
+}
+
+# ---------------------------------------------------------------- the throwaway server
+
+start_server() {
+    runuser -u postgres -- "$bindir/initdb" -D "$workdir/data" -U postgres --auth=trust \
+        --no-sync >/dev/null
+    # Sized for a benchmark: the data fits in memory, no checkpoint is forced by WAL volume
+    # or time during a variant (each starts after its own CHECKPOINT), commits are durable as
+    # in production. Autovacuum is off because it would wake at random on the freshly loaded
+    # partitions and make a swap wait behind it: noise, the same for every variant at best.
+    cat >>"$workdir/data/postgresql.conf" <<EOF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$workdir'
+shared_buffers = 1GB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+synchronous_commit = on
+max_worker_processes = 16
+max_locks_per_transaction = 256     # dropping a table of $SMALL_PARTITIONS partitions at once
+autovacuum = off
+log_line_prefix = '%m [%p] %b '
+log_lock_waits = on
+dynamic_library_path = '$workdir/lib:\$libdir'    # the library copied at the build first
+EOF
+    runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w \
+        start >/dev/null
+    postmaster=$(head -n 1 "$workdir/data/postmaster.pid")
+    psql_as postgres -c "CREATE DATABASE bench" >/dev/null
+    sql -c "CREATE EXTENSION backfill" -f "$here/sql/watch.sql" >/dev/null
+    # The functions name '$libdir/backfill', which dynamic_library_path does not apply to: make
+    # them name the library as the background workers do, so that both load the copy.
+    sql -c "UPDATE pg_proc SET probin = 'backfill' WHERE probin = '\$libdir/backfill'" >/dev/null
+}
+
+stop_server() {
+    local status=$?
+    if [[ -n ${workdir:-} && -d $workdir ]]; then
+        if ((status != 0)) && [[ -f $workdir/server.log ]]; then
+            echo "--- last lines of the server log:" >&2
+            tail -n 20 "$workdir/server.log" >&2
+        fi
+        runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -m fast -w stop \
+            >/dev/null 2>&1 || true
+        if [[ $KEEP == 1 ]]; then
+            echo "kept $workdir (server.log, data)" >&2
+        else
+            rm -rf "$workdir"
+        fi
+    fi
+    exit "$status"
+}
+
+psql_as() {
+    local db=$1
+    shift
+    psql -X -q -At -v ON_ERROR_STOP=1 -h "$workdir" -p "$PORT" -U postgres -d "$db" "$@"
+}
+sql() { psql_as bench "$@"; }
+
+# ---------------------------------------------------------------- a quiet machine, a fair clock
+
+# CPU time (clock ticks) the whole machine has spent busy.
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
+# CPU time (clock ticks) of the server: the postmaster, its children alive now, and the
+# children it has reaped (backends, parallel workers and backfill workers that have exited).
+server_ticks() {
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } |
+        awk -v pm="$postmaster" '{ pid = $1; sub(/^.*\) /, "")     # fields from the state on
+                                   if (pid == pm) t += $12 + $13 + $14 + $15
+                                   else if ($2 == pm) t += $12 + $13 }
+                                 END { print t + 0 }'
+}
+
+# Waits until the machine has been idle (under 0.2 of a core busy) for a second, at most
+# QUIET_WAIT seconds. The server is idle at this point: whatever is busy is someone else.
+wait_for_quiet() {
+    local waited=0 before busy
+    while :; do
+        before=$(machine_ticks)
+        sleep 1
+        busy=$(calc "%.2f" "($(machine_ticks) - $before) / $HZ")
+        holds "$busy < 0.2" && return 0
+        if ((waited >= QUIET_WAIT)); then
+            progress "  the machine is still busy ($busy cores): going on"
+            return 0
+        fi
+        ((waited > 0)) || progress "  waiting for other work on the machine to stop ($busy cores busy)"
+        waited=$((waited + 1))
+    done
+}
+
+# timer_start ... timer_stop: sets ELAPSED (wall clock seconds), SERVER_CPU (CPU seconds the
+# server spent: the work itself, which neighbours on the machine change little) and OTHER_CPU
+# (CPU seconds the machine spent outside the server meanwhile: other processes, and this
+# script's psql clients, which take a few hundredths).
+timer_start() {
+    timer_wall=$(now)
+    timer_machine=$(machine_ticks)
+    timer_server=$(server_ticks)
+}
+timer_stop() {
+    local machine server
+    ELAPSED=$(seconds_since "$timer_wall")
+    machine=$(machine_ticks) server=$(server_ticks)
+    SERVER_CPU=$(calc "%.1f" "($server - $timer_server) / $HZ")
+    OTHER_CPU=$(calc "%.1f" "(($machine - $timer_machine) - ($server - $timer_server)) / $HZ")
+}
+
+# ---------------------------------------------------------------- data sets
+# A data set is a partitioned table $tbl, the pristine rows it starts with ${tbl}_orig and the
+# corrected rows ${tbl}_fix, with partitions of one `unit` (month, day) each: `parts` of them in
+# the range [from, to) and one more just before it, which no variant may touch.
+
+declare -A ds
+
+use_dataset() {   # tbl parts unit name_format from
+    ds=([tbl]=$1 [parts]=$2 [unit]=$3 [format]=$4 [from]=$5)
+    ds[to]=$(date -d "${ds[from]} +${ds[parts]} ${ds[unit]}" +%F)
+    ds_vars=(-v tbl="${ds[tbl]}" -v orig="${ds[tbl]}_orig" -v fix="${ds[tbl]}_fix"
+        -v range_from="${ds[from]}" -v range_to="${ds[to]}" -v parts="${ds[parts]}"
+        -v step="1 ${ds[unit]}" -v name_format="${ds[format]}" -v indexes="$INDEXES")
+}
+
+create_dataset() {   # rows outside_rows
+    progress "creating ${ds[tbl]}: $1 rows in ${ds[parts]} partitions, $2 rows outside the range"
+    sql "${ds_vars[@]}" -v rows="$1" -v outside_rows="$2" -f "$here/sql/dataset.sql"
+}
+
+# The starting state of every variant; a checkpoint so none pays for another's writes; an idle
+# machine.
+restore_table() {
+    sql "${ds_vars[@]}" -f "$here/sql/restore.sql"
+    sql -c "CHECKPOINT"
+    wait_for_quiet
+}
+
+verify_table() {
+    sql "${ds_vars[@]}" -f "$here/sql/verify.sql"
+}
+
+# name|lower|upper of each partition in the range, in bound order.
+partitions_in_range() {
+    sql -F'|' <<EOF
+SELECT relname, b[1], b[2]
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid,
+     LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                          'FROM \(''([^'']*)''\) TO \(''([^'']*)''\)') b
+WHERE i.inhparent = '${ds[tbl]}'::regclass
+  AND b[1]::date >= '${ds[from]}' AND b[2]::date <= '${ds[to]}'
+ORDER BY b[1]::date;
+EOF
+}
+
+# The parent's indexes as statements that build the same index on table @T@: constraints as
+# ALTER TABLE ... ADD, others as CREATE INDEX, so that ATTACH adopts them instead of building.
+index_templates() {
+    sql <<EOF
+SELECT CASE WHEN con.oid IS NOT NULL
+            THEN 'ALTER TABLE @T@ ADD ' || pg_get_constraintdef(con.oid)
+            ELSE regexp_replace(pg_get_indexdef(x.indexrelid),
+                                ' INDEX \S+ ON ONLY \S+ ', ' INDEX ON @T@ ') END
+FROM pg_index x
+LEFT JOIN pg_constraint con ON con.conindid = x.indexrelid AND con.conrelid = x.indrelid
+WHERE x.indrelid = '${ds[tbl]}'::regclass
+ORDER BY x.indexrelid;
+EOF
+}
+
+# ---------------------------------------------------------------- the hand-written recipes
+# Each writes the psql script a DBA would write, run in one session. Lines "\echo @step NAME"
+# mark the steps so that the \timing lines can be summed per step (for the details only; the
+# variant's time is the wall clock around the whole session).
+
+source_select() {   # lower upper
+    echo "SELECT $COLUMNS_LIST FROM ${ds[tbl]}_fix WHERE day >= '$1' AND day < '$2'"
+}
+
+# One transaction per partition, indexes maintained row by row during the load, and an ATTACH
+# that scans the new partition under its lock to validate the bound.
+naive_script() {
+    local tbl=${ds[tbl]} name lo hi
+    while IFS='|' read -r name lo hi; do
+        cat <<EOF
+BEGIN;
+CREATE TABLE ${name}_new (LIKE $tbl INCLUDING ALL);
+INSERT INTO ${name}_new ($COLUMNS_LIST) $(source_select "$lo" "$hi");
+ALTER TABLE $tbl DETACH PARTITION $name;
+DROP TABLE $name;
+ALTER TABLE ${name}_new RENAME TO $name;
+ALTER TABLE $tbl ATTACH PARTITION $name FOR VALUES FROM ('$lo') TO ('$hi');
+COMMIT;
+EOF
+    done < <(partitions_in_range)
+}
+
+# Each step committed on its own: a bare shadow with the bound as a CHECK constraint, the load,
+# the parent's indexes built after it, ANALYZE; then a short swap (the CHECK spares ATTACH its
+# validation scan) and the old partition dropped in a transaction of its own.
+# With SESSION and SESSIONS, only every SESSIONS-th partition, from the SESSION-th (0-based).
+tuned_script() {   # [session sessions]
+    local tbl=${ds[tbl]} session=${1:-0} sessions=${2:-1} name lo hi template
+    local -a templates
+    mapfile -t templates < <(index_templates)
+    echo '\timing on'
+    while IFS='|' read -r name lo hi; do
+        cat <<EOF
+\echo @step shadow
+CREATE TABLE ${name}_shadow (LIKE $name INCLUDING ALL EXCLUDING INDEXES);
+ALTER TABLE ${name}_shadow ADD CONSTRAINT ${name}_bound CHECK (day >= '$lo' AND day < '$hi');
+\echo @step load
+INSERT INTO ${name}_shadow ($COLUMNS_LIST) $(source_select "$lo" "$hi");
+\echo @step index
+EOF
+        for template in "${templates[@]}"; do
+            echo "${template//@T@/${name}_shadow};"
+        done
+        cat <<EOF
+\echo @step analyze
+ANALYZE ${name}_shadow;
+\echo @step swap
+BEGIN;
+ALTER TABLE $tbl DETACH PARTITION $name;
+ALTER TABLE $name RENAME TO ${name}_old;
+ALTER TABLE ${name}_shadow RENAME TO $name;
+ALTER TABLE $tbl ATTACH PARTITION $name FOR VALUES FROM ('$lo') TO ('$hi');
+ALTER TABLE $name DROP CONSTRAINT ${name}_bound;
+COMMIT;
+\echo @step drop
+DROP TABLE ${name}_old;
+EOF
+    done < <(partitions_in_range | awk -v k="$session" -v n="$sessions" '(NR - 1) % n == k')
+}
+
+# "shadow 0.12s, load 3.40s, ..." from the output of scripts made by tuned_script.
+step_times_of_script() {   # output...
+    awk '/^@step / { step = $2; if (!(step in ms)) order[++n] = step }
+         /^Time: / { ms[step] += $2 }
+         END { for (i = 1; i <= n; i++)
+                   printf "%s%s %.2fs", (i > 1 ? ", " : ""), order[i], ms[order[i]] / 1000 }' "$@"
+}
+
+# Runs generated scripts, each in a session of its own, all at once; sets the timer's figures.
+run_scripts() {   # script...
+    local script
+    local -a sessions=()
+    timer_start
+    for script in "$@"; do
+        sql -f "$script" >"${script%.sql}.out" &
+        sessions+=($!)
+    done
+    for script in "${sessions[@]}"; do
+        wait "$script"
+    done
+    timer_stop
+}
+
+in_place_update() {
+    timer_start
+    sql -c "UPDATE ${ds[tbl]} e SET amount = f.amount, status = f.status
+            FROM ${ds[tbl]}_fix f
+            WHERE (e.id, e.day) = (f.id, f.day)
+              AND e.day >= '${ds[from]}' AND e.day < '${ds[to]}'" >/dev/null
+    timer_stop
+}
+
+# ---------------------------------------------------------------- backfill
+# Starts a job over the data set's range, watches its workers (bench_watch, in its own session)
+# and waits for it. Sets the timer's figures (ELAPSED: start to done), or REFUSED (the error of
+# a refused start); and JOB, STATE, NOTE (NOTICEs of the start), WATCH (the samples' file).
+run_backfill() {   # workers [seconds between samples]
+    local err="$workdir/start.err" watcher
+    WATCH="$workdir/watch-${ds[tbl]}-$1.log"
+    REFUSED="" NOTE="" ELAPSED="" SERVER_CPU="" OTHER_CPU="" STATE="" JOB=""
+    timer_start
+    if ! JOB=$(sql -c "SELECT backfill_start('${ds[tbl]}', '${ds[from]}', '${ds[to]}',
+                                             '${ds[tbl]}_fix', workers => $1)" 2>"$err"); then
+        REFUSED=$(sed -n 's/^.*ERROR: *//p' "$err" | head -n 1)
+        return 0
+    fi
+    NOTE=$(sed -n 's/^.*NOTICE: *//p' "$err" | tr '\n' ' ')
+    sql -c "SELECT bench_watch($JOB, ${2:-0.05})" >/dev/null 2>"$WATCH" &
+    watcher=$!
+    # A job that stops short (paused, or stuck) must end the benchmark's wait too.
+    STATE=$(sql -c "SELECT backfill_wait($JOB, '1 hour')")
+    timer_stop
+    wait "$watcher"
+}
+
+# "load 3.10s, index+analyze 2.00s, ..." in worker-seconds, from bench_watch's samples: the time
+# between two samples of a worker counts for the step the first one saw it in (the step the
+# worker last reported: bookkeeping between tasks counts for the step before it).
+step_times_of_watch() {
+    awk -F'|' '$1 ~ /sample$/ {
+            step = "other"
+            if ($4 ~ /building the shadow/) step = "shadow"
+            else if ($4 ~ /loading the shadow/) step = "load"
+            else if ($4 ~ /indexing the shadow/) step = "index+analyze"
+            else if ($4 ~ /swapping/) step = "swap+drop"
+            if ($3 in last) {
+                if (!(last_step[$3] in s)) order[++n] = last_step[$3]
+                s[last_step[$3]] += $2 - last[$3]
+            }
+            last[$3] = $2; last_step[$3] = step
+         }
+         END { for (i = 1; i <= n; i++)
+                   printf "%s%s %.2fs", (i > 1 ? ", " : ""), order[i], s[order[i]] }' "$1"
+}
+
+# Peak VmHWM (kB) over all samples, then the peak RssAnon (kB) of each step: "hwm load 4096 ...".
+memory_peaks_of_watch() {
+    awk -F'|' '$1 ~ /sample$/ {
+            step = $4; sub(/^backfill job [0-9]+: /, "", step); sub(/ .*/, "", step)
+            if (step == "") step = "other"          # between tasks, nothing reported
+            if ($5 + 0 > hwm) hwm = $5 + 0
+            if (!(step in anon)) order[++n] = step
+            if ($6 + 0 > anon[step]) anon[step] = $6 + 0
+         }
+         END { printf "%d", hwm; for (i = 1; i <= n; i++) printf " %s %d", order[i], anon[order[i]]
+               print "" }' "$1"
+}
+
+# Per-task figures of the last job.
+job_summary() {
+    sql -F'|' -c "SELECT count(*), count(*) FILTER (WHERE state <> 'done'), sum(attempts),
+                         round(sum(extract(epoch FROM finished_at - started_at))::numeric, 2),
+                         round(avg(swap_lock_ms), 1), round(max(swap_lock_ms), 1),
+                         (SELECT round(extract(epoch FROM finished_at - created_at)::numeric, 2)
+                          FROM backfill.jobs WHERE id = $JOB)
+                  FROM backfill_tasks($JOB)" |
+        awk -F'|' '{ printf "%d tasks (%d not done), %d attempts, %ss from start to finish as the job records it, %ss in tasks, swap lock avg %s ms, max %s ms",
+                     $1, $2, $3, $7, $4, $5, $6 }'
+}
+
+job_error() {
+    sql -c "SELECT coalesce(last_error, '') FROM backfill_status($JOB)"
+}
+
+# How the last run_backfill went: the verification of the table, or why there is none to make.
+backfill_verdict() {
+    if [[ -n $REFUSED ]]; then
+        echo "REFUSED: $REFUSED"
+    elif [[ $STATE != done ]]; then
+        echo "FAILED ($STATE: $(job_error)); $(verify_table)"
+    else
+        verify_table
+    fi
+}
+
+# ---------------------------------------------------------------- the variants of the main data set
+
+VARIANTS=(update naive tuned tuned2 backfill1 backfill2)
+declare -A label=(
+    [update]="in-place UPDATE ... FROM events_fix"
+    [naive]="naive recipe, 1 transaction per partition"
+    [tuned]="tuned recipe, steps committed apart"
+    [tuned2]="tuned recipe, 2 sessions at once"
+    [backfill1]="backfill, 1 worker"
+    [backfill2]="backfill, workers => 2"
+)
+declare -A times server other result details
+
+# Notes a run of a variant: its times from the last timer_stop (none if it did not run), how it
+# verified, details.
+record() {   # variant ran(yes|no) verification details
+    if [[ $2 == yes ]]; then
+        times[$1]+="$ELAPSED "
+        server[$1]+="$SERVER_CPU "
+        other[$1]+="$OTHER_CPU "
+    fi
+    [[ ${result[$1]:-OK} != OK ]] || result[$1]=$3   # the first result that is not OK stays
+    details[$1]=$4
+}
+
+variant_update() {
+    in_place_update
+    record update yes "$(verify_table)" ""
+}
+
+variant_naive() {
+    naive_script >"$workdir/naive.sql"
+    run_scripts "$workdir/naive.sql"
+    record naive yes "$(verify_table)" ""
+}
+
+variant_tuned() {
+    tuned_script >"$workdir/tuned.sql"
+    run_scripts "$workdir/tuned.sql"
+    record tuned yes "$(verify_table)" \
+        "$(step_times_of_script "$workdir/tuned.out")"
+}
+
+# Two sessions, every other partition each: what two hand-run sessions get from this machine.
+# Their swaps queue behind each other on the parent's lock, briefly; the builds overlap.
+variant_tuned2() {
+    tuned_script 0 2 >"$workdir/tuned2-a.sql"
+    tuned_script 1 2 >"$workdir/tuned2-b.sql"
+    run_scripts "$workdir/tuned2-a.sql" "$workdir/tuned2-b.sql"
+    record tuned2 yes "$(verify_table)" \
+        "session-seconds $(step_times_of_script "$workdir/tuned2-a.out" "$workdir/tuned2-b.out")"
+}
+
+variant_backfill() {   # workers
+    local key="backfill$1"
+    run_backfill "$1"
+    if [[ $REFUSED == *"not supported yet"* ]]; then
+        record "$key" no "not supported yet" "$REFUSED"
+    elif [[ -n $REFUSED ]]; then
+        record "$key" no "$(backfill_verdict)" ""
+    else
+        record "$key" yes "$(backfill_verdict)" \
+            "job $JOB: $(job_summary); worker-seconds by step: $(step_times_of_watch "$WATCH")${NOTE:+; notice: $NOTE}"
+    fi
+}
+
+run_main_variants() {
+    local round v
+    use_dataset events "$PARTITIONS" month YYYY_MM 2024-01-01
+    create_dataset "$ROWS" $((ROWS / PARTITIONS))
+    for ((round = 1; round <= REPEAT; round++)); do
+        for v in "${VARIANTS[@]}"; do
+            progress "round $round of $REPEAT: restoring events, then: ${label[$v]}"
+            restore_table
+            case $v in
+                backfill*) variant_backfill "${v#backfill}" ;;
+                *) "variant_$v" ;;
+            esac
+            progress "  ${ELAPSED:-–} s, ${result[$v]}"
+        done
+    done
+}
+
+# ---------------------------------------------------------------- per-task overhead
+# The same work over many tiny partitions, by the tuned recipe in one session and by backfill:
+# the rows cost next to nothing, so the difference per partition is what backfill adds per task
+# (bookkeeping, the worker going from one task to the next, its extra statements).
+
+run_overhead() {
+    use_dataset daily "$SMALL_PARTITIONS" day YYYYMMDD 2023-01-01
+    create_dataset $((SMALL_PARTITIONS * SMALL_ROWS)) "$SMALL_ROWS"
+    progress "restoring daily, then: tuned recipe over $SMALL_PARTITIONS partitions"
+    restore_table
+    tuned_script >"$workdir/tuned-daily.sql"
+    run_scripts "$workdir/tuned-daily.sql"
+    overhead_tuned=$ELAPSED overhead_tuned_cpu="server CPU ${SERVER_CPU}s, other CPU ${OTHER_CPU}s"
+    overhead_tuned_ok=$(verify_table)
+    progress "  $overhead_tuned s, $overhead_tuned_ok"
+
+    progress "restoring daily, then: backfill over $SMALL_PARTITIONS partitions"
+    restore_table
+    run_backfill 1
+    overhead_backfill_ok=$(backfill_verdict)
+    overhead_backfill="" overhead_job="" overhead_memory=""
+    if [[ -n $JOB ]]; then
+        overhead_backfill=$ELAPSED
+        overhead_backfill_cpu="server CPU ${SERVER_CPU}s, other CPU ${OTHER_CPU}s"
+        overhead_job="job $JOB: $(job_summary); worker-seconds by step: $(step_times_of_watch "$WATCH")"
+        overhead_memory=$(memory_peaks_of_watch "$WATCH")
+    fi
+    progress "  ${overhead_backfill:-–} s, $overhead_backfill_ok"
+}
+
+# ---------------------------------------------------------------- worker memory
+# One partition of MEM_ROWS rows, then of MEM_ROWS * MEM_FACTOR rows, each backfilled by one
+# worker while bench_watch samples it. VmHWM counts the shared buffers the worker touched, which
+# grow with the data by nature; RssAnon is its private memory, the one that must stay flat.
+
+declare -A mem_peaks mem_ok
+
+run_memory() {
+    local size rows
+    # The worker logs in to the database, so a database setting reaches it.
+    [[ -z $MEM_MWM ]] || sql -c "ALTER DATABASE bench SET maintenance_work_mem = '$MEM_MWM'"
+    for size in 1 "$MEM_FACTOR"; do
+        rows=$((MEM_ROWS * size))
+        use_dataset single 1 month YYYY_MM 2024-01-01
+        create_dataset "$rows" 1000
+        progress "restoring single ($rows rows), then: backfill with its worker watched"
+        restore_table
+        run_backfill 1 0.01   # short steps of the small size must not fall between samples
+        mem_ok[$size]=$(backfill_verdict)
+        mem_peaks[$size]=""
+        [[ -z $JOB ]] || mem_peaks[$size]=$(memory_peaks_of_watch "$WATCH")
+        progress "  VmHWM and RssAnon by step (kB): ${mem_peaks[$size]:-–}; ${mem_ok[$size]}"
+        sql -c "DROP TABLE single, single_orig, single_fix"
+    done
+    [[ -z $MEM_MWM ]] || sql -c "ALTER DATABASE bench RESET maintenance_work_mem"
+}
+
+# The largest RssAnon of the steps matching the regular expression STEPS (all by default), in
+# kB, from a memory_peaks_of_watch line.
+peak_anon() {   # line [steps]
+    awk -v steps="${2:-.}" '{ for (i = 3; i <= NF; i += 2) if ($(i - 1) ~ steps && $i > m) m = $i
+                              print m + 0 }' <<<"$1"
+}
+
+# "load 4 MB, indexing 16 MB, ..." from a memory_peaks_of_watch line.
+anon_by_step() {
+    awk '{ for (i = 2; i < NF; i += 2) printf "%s%s %.0f MB", (i > 2 ? ", " : ""), $i, $(i + 1) / 1024 }' <<<"$1"
+}
+
+# ---------------------------------------------------------------- the report
+
+median() {   # numbers separated by blanks
+    tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g |
+        awk '{ a[NR] = $1 } END { if (NR) printf "%.2f", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
+seconds_of() { median "${times[$1]:-}"; }
+
+machine_line() {
+    local mem version
+    mem=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+    version=$(sql -c "SHOW server_version")
+    echo "machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $mem RAM, PostgreSQL $version, Linux $(uname -r)"
+}
+
+verdict() { holds "$1" && echo "met" || echo "MISSED"; }
+
+print_table() {
+    local v s tuned ratio disturbed=""
+    tuned=$(seconds_of tuned)
+    printf "| %-42s | %8s | %8s | %10s | %9s | %s\n" "variant" "seconds" "vs tuned" "server CPU" \
+        "other CPU" "result"
+    printf "|%s|%s|%s|%s|%s|%s\n" "--------------------------------------------" "----------" \
+        "----------" "------------" "-----------" "--------"
+    for v in "${VARIANTS[@]}"; do
+        s=$(seconds_of "$v")
+        ratio="–"
+        [[ -z $s || -z $tuned ]] || ratio=$(calc "%.2fx" "$s / $tuned")
+        printf "| %-42s | %8s | %8s | %10s | %9s | %s\n" "${label[$v]}" "${s:-–}" "$ratio" \
+            "$(median "${server[$v]:-}")" "$(median "${other[$v]:-}")" "${result[$v]}"
+        [[ -z $s ]] || ! holds "$(median "${other[$v]}") > 0.1 * $s" || disturbed+="${label[$v]}; "
+    done
+    # Other work on a 2-core machine slows a run by about what it takes: past a tenth of a core
+    # on average, the time says more about the neighbours than about the variant.
+    [[ -z $disturbed ]] ||
+        echo "WARNING: other processes took over a tenth of a core during: ${disturbed%; }." \
+            "Those times are not reliable: run again on an idle machine."
+}
+
+target_line() {   # what value verdict
+    printf "  %-56s %9s  %s\n" "$1" "$2" "$3"
+}
+
+print_targets() {
+    local b1 b2 t n overhead small big
+    b1=$(seconds_of backfill1) b2=$(seconds_of backfill2) t=$(seconds_of tuned) n=$(seconds_of naive)
+    echo "targets:"
+    if [[ -n $b1 ]]; then
+        target_line "backfill 1 worker <= 1.05x the tuned recipe" "$(calc "%.2fx" "$b1 / $t")" \
+            "$(verdict "$b1 <= 1.05 * $t")"
+        target_line "backfill 1 worker >= 1.8x faster than naive" "$(calc "%.2fx" "$n / $b1")" \
+            "$(verdict "$n >= 1.8 * $b1")"
+    else
+        target_line "backfill 1 worker <= 1.05x the tuned recipe" "–" "${result[backfill1]}"
+        target_line "backfill 1 worker >= 1.8x faster than naive" "–" "${result[backfill1]}"
+    fi
+    if [[ -n $b1 && -n $b2 ]]; then
+        target_line "backfill 2 workers >= 1.4x faster than 1 worker" \
+            "$(calc "%.2fx" "$b1 / $b2")" "$(verdict "$b1 >= 1.4 * $b2")"
+    else
+        target_line "backfill 2 workers >= 1.4x faster than 1 worker" "–" "${result[backfill2]}"
+    fi
+    if [[ -n $overhead_backfill ]]; then
+        overhead=$(calc "%.1f" "($overhead_backfill - $overhead_tuned) * 1000 / $SMALL_PARTITIONS")
+        target_line "per-task overhead < 20 ms" "$overhead ms" "$(verdict "$overhead < 20")"
+    else
+        target_line "per-task overhead < 20 ms" "–" "$overhead_backfill_ok"
+    fi
+    if [[ -n ${mem_peaks[1]} && -n ${mem_peaks[$MEM_FACTOR]} ]]; then
+        small=$(peak_anon "${mem_peaks[1]}") big=$(peak_anon "${mem_peaks[$MEM_FACTOR]}")
+        target_line "worker peak memory (RssAnon) at ${MEM_FACTOR}x within 10% of 1x" \
+            "$(calc "%+.0f%%" "($big / $small - 1) * 100")" "$(verdict "$big <= 1.10 * $small")"
+    else
+        target_line "worker peak memory (RssAnon) at ${MEM_FACTOR}x within 10% of 1x" "–" \
+            "not measured"
+    fi
+    echo "  (for reference: 2 hand sessions are $(calc "%.2fx" "$t / $(seconds_of tuned2)") faster than 1 on this machine)"
+}
+
+print_overhead() {
+    echo -n "per-task overhead, $SMALL_PARTITIONS daily partitions of $SMALL_ROWS rows:" \
+        "tuned recipe ${overhead_tuned}s ($overhead_tuned_cpu, $overhead_tuned_ok), "
+    if [[ -z $overhead_backfill ]]; then
+        echo "backfill not measured ($overhead_backfill_ok)"
+        return 0
+    fi
+    echo "backfill ${overhead_backfill}s ($overhead_backfill_cpu, $overhead_backfill_ok):" \
+        "$(calc "%.1f" "$overhead_backfill * 1000 / $SMALL_PARTITIONS") ms per task in all," \
+        "$(calc "%.1f" "($overhead_backfill - $overhead_tuned) * 1000 / $SMALL_PARTITIONS") ms more" \
+        "than the recipe's $(calc "%.1f" "$overhead_tuned * 1000 / $SMALL_PARTITIONS") ms"
+}
+
+print_memory() {
+    local size
+    echo "worker memory (peak RssAnon, private; VmHWM also counts the shared buffers it touched)," \
+        "maintenance_work_mem ${MEM_MWM:-$(sql -c "SHOW maintenance_work_mem")}:"
+    for size in 1 "$MEM_FACTOR"; do
+        if [[ -z ${mem_peaks[$size]} ]]; then
+            echo "  one partition of $((MEM_ROWS * size)) rows: not measured (${mem_ok[$size]})"
+            continue
+        fi
+        echo "  one partition of $((MEM_ROWS * size)) rows: $(peak_anon "${mem_peaks[$size]}" |
+            awk '{ printf "%.0f MB", $1 / 1024 }'), by step: $(anon_by_step "${mem_peaks[$size]}");" \
+            "VmHWM $((${mem_peaks[$size]%% *} / 1024)) MB; ${mem_ok[$size]}"
+    done
+    if [[ -n $overhead_memory ]]; then
+        echo "  the $SMALL_PARTITIONS-task job: $(peak_anon "$overhead_memory" |
+            awk '{ printf "%.0f MB", $1 / 1024 }'), by step: $(anon_by_step "$overhead_memory")"
+    fi
+    # The index build sorts in memory up to maintenance_work_mem: its peak follows the
+    # partition's size up to that cap, by PostgreSQL's design, and what the sort frees may stay
+    # resident until reused (the swap step shows it). The steps before it must not move at all.
+    if [[ -n ${mem_peaks[1]} && -n ${mem_peaks[$MEM_FACTOR]} ]]; then
+        echo "  before the index step (shadow, load): $(calc "%.1f" "$(peak_anon "${mem_peaks[1]}" \
+            '^(building|loading)$') / 1024") MB at 1x, $(calc "%.1f" "$(peak_anon \
+            "${mem_peaks[$MEM_FACTOR]}" '^(building|loading)$') / 1024") MB at ${MEM_FACTOR}x"
+    fi
+}
+
+print_details() {
+    local v
+    echo "details:"
+    echo "  tuned recipe, session-seconds by step: ${details[tuned]}"
+    echo "  tuned recipe in 2 sessions, ${details[tuned2]}"
+    echo "  backfill, 1 worker: ${details[backfill1]}"
+    echo "  backfill, workers => 2: ${details[backfill2]}"
+    echo "  tuned recipe over $SMALL_PARTITIONS partitions, session-seconds by step:" \
+        "$(step_times_of_script "$workdir/tuned-daily.out")"
+    echo "  backfill over $SMALL_PARTITIONS partitions: $overhead_job"
+    if ((REPEAT > 1)); then
+        for v in "${VARIANTS[@]}"; do
+            echo "  ${label[$v]}: runs ${times[$v]:-none}s"
+        done
+    fi
+}
+
+print_report() {
+    echo
+    echo "backfill benchmark: $ROWS rows in $PARTITIONS monthly partitions (2024-01 on) plus one" \
+        "untouched partition before them; primary key (id, day) and $INDEXES secondary index(es)"
+    machine_line
+    echo "server: shared_buffers 1GB, max_wal_size 8GB, synchronous_commit on, autovacuum off," \
+        "maintenance_work_mem $(sql -c "SHOW maintenance_work_mem"); each variant on the table" \
+        "rebuilt from the same pristine copy, after a CHECKPOINT, on an idle machine$( ((REPEAT == 1)) ||
+            echo "; medians of $REPEAT rounds")"
+    echo "server CPU: CPU-seconds the server spent on the variant; other CPU: CPU-seconds the" \
+        "machine spent outside the server meanwhile (other processes)"
+    echo
+    print_table
+    echo
+    print_targets
+    echo
+    print_overhead
+    print_memory
+    echo
+    print_details
+}
+
+all_verified() {
+    local v
+    for v in "${VARIANTS[@]}"; do
+        [[ ${result[$v]} == OK || ${result[$v]} == "not supported yet" ]] || return 1
+    done
+    [[ $overhead_tuned_ok == OK && $overhead_backfill_ok == OK && ${mem_ok[1]} == OK &&
+        ${mem_ok[$MEM_FACTOR]} == OK ]]
+}
+
+main() {
+    local started
+    started=$(now)
+    check_parameters
+    ensure_postgres
+    make_workdir
+    build_extension
+    progress "starting a server on port $PORT"
+    start_server
+    run_main_variants
+    run_overhead
+    run_memory
+    print_report
+    echo
+    echo "benchmark took $(calc "%.0f" "$(seconds_since "$started")") s"
+    all_verified || die "some results did not verify (see the result column and lines above)"
+}
+
+# Sourcing the file (to time one variant by hand) defines the functions and runs nothing.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi
