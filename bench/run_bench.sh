@@ -202,7 +202,8 @@ timer_stop() {
     ELAPSED=$(seconds_since "$timer_wall")
     machine=$(machine_ticks) server=$(server_ticks)
     SERVER_CPU=$(calc "%.1f" "($server - $timer_server) / $HZ")
-    OTHER_CPU=$(calc "%.1f" "(($machine - $timer_machine) - ($server - $timer_server)) / $HZ")
+    # Ticks are sampled at slightly different moments: a small negative difference is zero.
+    OTHER_CPU=$(calc "%.1f" "(v = (($machine - $timer_machine) - ($server - $timer_server)) / $HZ) < 0 ? 0 : v")
 }
 
 # ---------------------------------------------------------------- data sets

@@ -284,7 +284,7 @@ Datum backfill_wait(PG_FUNCTION_ARGS) {
                 bool over = is_terminal(state) && control::runner_pids(id).empty();
                 if (over || (timeout_ms && txn::now_ms() >= deadline))
                     return CStringGetTextDatum(state.c_str());
-                long wait = 200;
+                long wait = 50;  // a poll costs one small query; a waiter learns the end soon
                 if (timeout_ms)
                     wait = std::max(1L, std::min(wait, (long)(deadline - txn::now_ms())));
                 pg::call([&] {
