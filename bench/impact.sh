@@ -58,9 +58,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 export PATH="/usr/lib/postgresql/15/bin:$PATH"   # this major's tools, even with several installed
 
-progress() { echo "[$(date +%T)] $*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 die() { echo "impact: $*" >&2; exit 1; }
-now() { date +%s.%N; }
+stop_extras() { [[ -n ${pgbench_pid:-} ]] && kill "$pgbench_pid" 2>/dev/null; true; }
+kept_what="server.log, data, pgbench logs"
 
 check_parameters() {
     local name
@@ -102,30 +104,6 @@ EOF
     sql -c "CREATE EXTENSION backfill" >/dev/null
 }
 
-stop_server() {
-    local status=$?
-    [[ -n ${pgbench_pid:-} ]] && kill "$pgbench_pid" 2>/dev/null
-    if [[ -n ${workdir:-} && -d $workdir ]]; then
-        if ((status != 0)) && [[ -f $workdir/server.log ]]; then
-            echo "--- last lines of the server log:" >&2
-            tail -n 20 "$workdir/server.log" >&2
-        fi
-        runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -m fast -w stop >/dev/null 2>&1 || true
-        if [[ $KEEP == 1 ]]; then
-            echo "kept $workdir (server.log, data, pgbench logs)" >&2
-        else
-            rm -rf "$workdir"
-        fi
-    fi
-    exit "$status"
-}
-
-psql_as() {
-    local db=$1
-    shift
-    psql -X -q -At -v ON_ERROR_STOP=1 -h "$workdir" -p "$PORT" -U postgres -d "$db" "$@"
-}
-sql() { psql_as bench "$@"; }
 
 # ---------------------------------------------------------------- the table and the workload
 

@@ -50,9 +50,9 @@ export PATH="/usr/lib/postgresql/15/bin:$PATH"   # this major's tools, even with
 COLUMNS_LIST="id, day, customer_id, amount, status, payload"
 HZ=$(getconf CLK_TCK)
 
-progress() { echo "[$(date +%T)] $*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 die() { echo "run_bench: $*" >&2; exit 1; }
-now() { date +%s.%N; }
 seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }   # calc FORMAT EXPRESSION
 holds() { awk "BEGIN { exit !($1) }"; }         # holds EXPRESSION: its truth as a status
@@ -130,30 +130,6 @@ EOF
     sql -c "UPDATE pg_proc SET probin = 'backfill' WHERE probin = '\$libdir/backfill'" >/dev/null
 }
 
-stop_server() {
-    local status=$?
-    if [[ -n ${workdir:-} && -d $workdir ]]; then
-        if ((status != 0)) && [[ -f $workdir/server.log ]]; then
-            echo "--- last lines of the server log:" >&2
-            tail -n 20 "$workdir/server.log" >&2
-        fi
-        runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -m fast -w stop \
-            >/dev/null 2>&1 || true
-        if [[ $KEEP == 1 ]]; then
-            echo "kept $workdir (server.log, data)" >&2
-        else
-            rm -rf "$workdir"
-        fi
-    fi
-    exit "$status"
-}
-
-psql_as() {
-    local db=$1
-    shift
-    psql -X -q -At -v ON_ERROR_STOP=1 -h "$workdir" -p "$PORT" -U postgres -d "$db" "$@"
-}
-sql() { psql_as bench "$@"; }
 
 # ---------------------------------------------------------------- a quiet machine, a fair clock
 
