@@ -5,6 +5,9 @@
 -- the functions below.
 CREATE SCHEMA backfill;
 REVOKE ALL ON SCHEMA backfill FROM PUBLIC;
+-- Everyone may look into the schema (the progress view, the pacing function); its tables stay
+-- closed to ordinary roles.
+GRANT USAGE ON SCHEMA backfill TO PUBLIC;
 
 CREATE TABLE backfill.jobs (
     id                  bigserial PRIMARY KEY,
@@ -83,6 +86,38 @@ SELECT pg_catalog.pg_extension_config_dump('backfill.jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('backfill.jobs_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('backfill.tasks', '');
 
+-- Every change of a job's or a task's state is logged and sent as NOTIFY backfill, '<json>', in
+-- the transaction that makes it, so a client can follow a job with LISTEN backfill. The payload
+-- names the job, task, partition and state, never data or error text: backfill_status and
+-- backfill_tasks, which check who may see a job, give the rest.
+CREATE FUNCTION backfill.announce_state() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'jobs' THEN
+        RAISE LOG 'backfill job % (%): %', NEW.id, NEW.target_name, NEW.state;
+        PERFORM pg_notify('backfill', json_build_object(
+            'job', NEW.id, 'target', NEW.target_name, 'state', NEW.state)::text);
+    ELSE
+        RAISE LOG 'backfill job %: partition %: %', NEW.job,
+            format('%I.%I', NEW.partition_schema, NEW.partition_name), NEW.state;
+        PERFORM pg_notify('backfill', json_build_object(
+            'job', NEW.job, 'task', NEW.task_no,
+            'partition', format('%I.%I', NEW.partition_schema, NEW.partition_name),
+            'state', NEW.state, 'rows', NEW.rows_after)::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION backfill.announce_state() FROM PUBLIC;
+CREATE TRIGGER announce_new_job AFTER INSERT ON backfill.jobs
+    FOR EACH ROW EXECUTE FUNCTION backfill.announce_state();
+CREATE TRIGGER announce_job_state AFTER UPDATE OF state ON backfill.jobs
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION backfill.announce_state();
+CREATE TRIGGER announce_task_state AFTER UPDATE OF state ON backfill.tasks
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION backfill.announce_state();
+
 -- Row trigger put on a partition while its shadow is built: notes, once per transaction, that
 -- the partition was written to. It runs as the extension owner so any writer can leave the note.
 CREATE FUNCTION backfill.note_write() RETURNS trigger
@@ -97,6 +132,11 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION backfill.note_write() FROM PUBLIC;
+
+-- Called per row by a load under max_rows_per_second: sleeps while the load runs ahead of the
+-- rate. Outside such a load it returns true at once.
+CREATE FUNCTION backfill.pace() RETURNS boolean
+AS 'MODULE_PATHNAME', 'backfill_pace' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 
 CREATE FUNCTION backfill_start(
     target              regclass,
@@ -160,3 +200,15 @@ AS 'MODULE_PATHNAME', 'backfill_rollback' LANGUAGE C CALLED ON NULL INPUT;
 
 CREATE FUNCTION backfill_drop_old(job bigint) RETURNS void
 AS 'MODULE_PATHNAME', 'backfill_drop_old' LANGUAGE C CALLED ON NULL INPUT;
+
+-- The jobs that are not over, made for `\watch 1` in psql: one line each, with a progress bar.
+CREATE VIEW backfill.progress AS
+SELECT s.job, s.target, s.state,
+       '[' || repeat('#', (coalesce(s.percent, 0) / 5)::int)
+           || repeat('.', 20 - (coalesce(s.percent, 0) / 5)::int) || ']' AS bar,
+       s.percent, s.tasks_done || '/' || s.tasks_total AS tasks, s.rows_written,
+       s.rows_per_second, s.eta, s.waiting_on
+FROM @extschema@.backfill_status() s
+WHERE s.state IN ('pending', 'running', 'paused') OR s.finished_at > now() - interval '1 minute'
+ORDER BY s.job;
+GRANT SELECT ON backfill.progress TO PUBLIC;

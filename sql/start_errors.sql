@@ -84,10 +84,17 @@ SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', lock_timeout => 
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', swap_wait => '1s', lock_timeout => '2s');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', workers => 0);
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', concurrent_writes => 'block');
-SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', max_rows_per_second => 1000);
-SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', max_replication_lag => '1s');
-SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', run_window => '01:00-05:00');
-SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query => 'SELECT false');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', max_rows_per_second => 0);
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', max_rows_per_second => -5);
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', max_replication_lag => '0s');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', max_replication_lag => '-1 min');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', run_window => '01:00');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', run_window => '01:00-24:30');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', run_window => '05:00-5:00');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query => 'SELECT 1');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query => 'SELECT false; SELECT true');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query => 'DELETE FROM m_src RETURNING true');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query => 'SELECT no_such_column');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', keep_old => NULL);
 
 -- ownership

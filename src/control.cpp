@@ -107,11 +107,12 @@ int64 insert_job(const plan::Target &target, const Options &o, bool source_is_qu
         "INSERT INTO backfill.jobs (target, target_name, key_column, key_type, range_from, "
         "range_to, source, source_is_query, pause, workers, keep_old, lock_timeout, swap_wait, "
         "concurrent_writes, ignore_publications, background, run_as, login_role, search_path, "
-        "system_identifier, timeline) "
+        "system_identifier, timeline, max_rows_per_second, max_replication_lag, run_window, "
+        "throttle_query) "
         "VALUES ($1::oid::regclass, $2, $3, $4::oid::regtype, $5, $6, $7, $8::boolean, "
         "$9::interval, $10::int, $11::boolean, $12::interval, $13::interval, $14, "
         "$15::boolean, $16::boolean, $17::oid::regrole, $18::oid::regrole, $19, $20::numeric, "
-        "$21::int) RETURNING id",
+        "$21::int, $22::bigint, $23::interval, $24, $25) RETURNING id",
         {spi::oid_param(target.oid), spi::text_param(target.qualified()),
          spi::text_param(target.key_column), spi::oid_param(target.key_type),
          spi::text_param(target.range_from), spi::text_param(target.range_to),
@@ -122,7 +123,9 @@ int64 insert_job(const plan::Target &target, const Options &o, bool source_is_qu
          spi::text_param(o.ignore_publications ? "t" : "f"),
          spi::text_param(o.background ? "t" : "f"), spi::oid_param(run_as),
          spi::oid_param(login_role), spi::text_param(search_path),
-         spi::text_param(std::to_string(here.system_identifier)), spi::bigint_param(here.timeline)});
+         spi::text_param(std::to_string(here.system_identifier)), spi::bigint_param(here.timeline),
+         spi::text_param(o.max_rows_per_second), spi::text_param(o.max_replication_lag),
+         spi::text_param(o.run_window), spi::text_param(o.throttle_query)});
     int64 id = std::stoll(*r.rows.at(0).at(0));
     int no = 0;
     for (const plan::Partition &p : target.partitions)
@@ -140,7 +143,8 @@ Job load_job(int64 id) {
         "source, source_is_query, extract(epoch FROM pause) * 1000, keep_old, "
         "greatest(ceil(extract(epoch FROM lock_timeout) * 1000), 1)::bigint || 'ms', extract(epoch FROM swap_wait) * 1000, concurrent_writes, "
         "background, run_as::oid, login_role::oid, search_path, state, interrupted, workers, "
-        "rolling_back "
+        "rolling_back, max_rows_per_second, extract(epoch FROM max_replication_lag) * 1000, "
+        "run_window, throttle_query "
         "FROM backfill.jobs WHERE id = $1",
         {spi::bigint_param(id)});
     if (r.rows.empty())
@@ -170,6 +174,12 @@ Job load_job(int64 id) {
     job.interrupted = to_bool(row[19]);
     job.workers = std::stoi(*row[20]);
     job.rolling_back = to_bool(row[21]);
+    if (row[22])
+        job.max_rows_per_second = std::stod(*row[22]);
+    if (row[23])
+        job.max_replication_lag_ms = std::stod(*row[23]);
+    job.run_window = row[24];
+    job.throttle_query = row[25];
     return job;
 }
 
@@ -206,8 +216,13 @@ void set_waiting_on(int64 id, const spi::Text &waiting_on) {
         {spi::bigint_param(id), spi::text_param(waiting_on)});
 }
 
-void set_interval_option(int64 id, const std::string &option, const std::string &value) {
-    run("UPDATE backfill.jobs SET " + spi::ident(option) + " = $2::interval WHERE id = $1",
+void set_option(int64 id, const std::string &option, const spi::Text &value) {
+    // The column's own type converts the text, as it did at start.
+    run("UPDATE backfill.jobs SET " + spi::ident(option) + " = $2::text::" +
+            (option == "max_rows_per_second" ? "bigint"
+             : option == "run_window" || option == "throttle_query" ? "text"
+                                                                    : "interval") +
+            " WHERE id = $1",
         {spi::bigint_param(id), spi::text_param(value)});
 }
 

@@ -21,6 +21,7 @@ struct Options {
     std::string swap_wait = "1 hour";
     std::string concurrent_writes = "retry";
     bool ignore_publications = false;
+    spi::Text max_rows_per_second, max_replication_lag, run_window, throttle_query;
     bool background = true;
 };
 
@@ -44,6 +45,9 @@ struct Job {
     std::string state;
     bool interrupted = false;
     bool rolling_back = false;
+    // Throttles; nullopt when not set.
+    std::optional<double> max_rows_per_second, max_replication_lag_ms;
+    spi::Text run_window, throttle_query;
 };
 
 struct Task {
@@ -67,8 +71,8 @@ bool job_xmin_is_current_transaction(int64 id);
 // Job state changes. finish() sets finished_at; last_error and waiting_on are replaced.
 void set_job_state(int64 id, const std::string &state, const spi::Text &last_error = std::nullopt);
 void set_waiting_on(int64 id, const spi::Text &waiting_on);
-// One of the job's interval options (pause, lock_timeout, swap_wait), by its column name.
-void set_interval_option(int64 id, const std::string &option, const std::string &value);
+// One of the job's options that backfill_set may change, by its column name; NULL clears it.
+void set_option(int64 id, const std::string &option, const spi::Text &value);
 void job_started(int64 id);
 void finish_job(int64 id, const std::string &state, const spi::Text &last_error);
 void mark_interrupted(int64 id, const std::string &reason);

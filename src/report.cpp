@@ -3,6 +3,10 @@
 
 #include "control.hpp"
 
+extern "C" {
+#include "miscadmin.h"
+}
+
 namespace report {
 
 namespace {
@@ -14,6 +18,21 @@ const char *kRunnerAlive =
     "                          WHERE datname = pg_catalog.current_database()) "
     "        AND l.classid BETWEEN 1650879596 AND 1650879596 + 31 AND l.objid = j.id::oid "
     "        AND l.objsubid = 2)";
+
+// Who may see a job (alias j; $2 the caller): the roles that may act on its target (members of
+// its owner), members of the role that runs it, members of pg_monitor, and superusers (who hold
+// the rights of every role).
+const char *kVisible =
+    "(pg_catalog.pg_has_role($2::oid, j.run_as, 'USAGE') "
+    " OR pg_catalog.pg_has_role($2::oid, 'pg_monitor', 'USAGE') "
+    " OR coalesce(pg_catalog.pg_has_role($2::oid, (SELECT c.relowner FROM pg_catalog.pg_class c "
+    "                                              WHERE c.oid = j.target), 'USAGE'), false))";
+
+spi::Param caller() {
+    Oid user = InvalidOid;
+    pg::call([&] { user = GetUserId(); });
+    return spi::oid_param(user);
+}
 
 std::vector<spi::Row> as_owner(const std::string &sql, const std::vector<spi::Param> &params) {
     spi::Result result;
@@ -29,6 +48,19 @@ std::string state(int64 job) {
             " THEN 'paused' ELSE j.state END FROM backfill.jobs j WHERE j.id = $1",
         {spi::bigint_param(job)});
     return rows.empty() ? "unknown" : rows[0][0].value_or("unknown");
+}
+
+void require_visible(int64 job) {
+    control::load_job(job);  // names a job that does not exist
+    std::vector<spi::Row> rows =
+        as_owner(std::string("SELECT 1 FROM backfill.jobs j WHERE j.id = $1 AND ") + kVisible,
+                 {spi::bigint_param(job), caller()});
+    if (rows.empty())
+        throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                          pg::fmt("permission denied to see backfill job %1%", job),
+                          "A job is shown to the members of its target's owner, of the role "
+                          "that started it, and of pg_monitor.",
+                          "Ask a superuser to GRANT pg_monitor to a role that watches jobs.");
 }
 
 std::vector<spi::Row> status_rows(const spi::Text &job) {
@@ -51,7 +83,7 @@ std::vector<spi::Row> status_rows(const spi::Text &job) {
             "         extract(epoch FROM coalesce(j.finished_at, pg_catalog.now()) "
             "                 - j.started_at) AS seconds "
             "  FROM backfill.jobs j JOIN t ON t.job = j.id "
-            "  WHERE $1::bigint IS NULL OR j.id = $1::bigint) "
+            "  WHERE ($1::bigint IS NULL OR j.id = $1::bigint) AND " + kVisible + ") "
             "SELECT id, target::oid, "
             "  CASE WHEN state = 'running' AND NOT alive THEN 'paused' ELSE state END, "
             "  total, done, failed, rows_written, "
@@ -67,7 +99,7 @@ std::vector<spi::Row> status_rows(const spi::Text &job) {
             "       ELSE waiting_on END, "
             "  started_at, finished_at, last_error "
             "FROM s ORDER BY id",
-        {spi::text_param(job)});
+        {spi::text_param(job), caller()});
 }
 
 std::vector<spi::Row> task_rows(int64 job) {

@@ -8,7 +8,10 @@ namespace report {
 // The job's state as it really is: a 'running' job that no process runs shows as 'paused'.
 std::string state(int64 job);
 
-// Rows of backfill_status (one job, or every job when nullopt) and of backfill_tasks.
+// Throws unless the caller may see the job (see kVisible in report.cpp).
+void require_visible(int64 job);
+
+// Rows of backfill_status (only the jobs the caller may see) (one job, or every job when nullopt) and of backfill_tasks.
 std::vector<spi::Row> status_rows(const spi::Text &job);
 std::vector<spi::Row> task_rows(int64 job);
 

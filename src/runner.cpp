@@ -4,6 +4,7 @@
 #include "control.hpp"
 #include "file_ledger.hpp"
 #include "task.hpp"
+#include "throttle.hpp"
 #include "txn.hpp"
 
 #include <algorithm>
@@ -84,6 +85,8 @@ private:
     Oid session_user_ = InvalidOid;
     MemoryContext task_memory_ = nullptr;
     int slot_ = -1;
+    double started_ = 0;  // when this run began, for max_duration
+    throttle::LagWatch lag_;
 
     // Bookkeeping: a step of our own, committed at once.
     void book(const std::function<void()> &body) {
@@ -116,9 +119,17 @@ private:
         return job_.state;
     }
 
+    struct Wait {
+        std::string why;  // for waiting_on
+        double ms;        // before asking again
+    };
+    bool wait_while(const std::function<std::optional<Wait>()> &reason);
     bool sleep(double ms, const std::string &why);
+    bool throttle(bool new_task);
+    void throttle_step();
     double with_lock_retries(const std::string &what, const std::function<void()> &body);
     std::string blockers();
+    void load(const Task &task);
     Outcome run_task(const Task &task);
     Outcome run_task_attempts(Task task);
     void recover();
@@ -130,23 +141,28 @@ private:
     std::string stop(const std::string &state);
 };
 
-// Sleeps on the latch, waking at least every second to see whether the job was paused or
-// cancelled; returns false as soon as it is no longer running.
-bool Run::sleep(double ms, const std::string &why) {
-    double started = txn::now_ms();
-    book([&] { control::set_waiting_on(id_, why); });
+// Waits on the latch while `reason` gives a why (shown in waiting_on) and how long to wait
+// before asking again (at most a second, so that a pause or cancel is seen soon); returns false
+// as soon as the job is no longer running.
+bool Run::wait_while(const std::function<std::optional<Wait>()> &reason) {
+    std::optional<std::string> shown;
+    bool running = true;
     for (;;) {
-        if (stop_requested || state_now() != "running")
-            return false;
-        if (why == "pause")  // backfill_set may have changed it
-            ms = job_.pause_ms;
-        double left = started + ms - txn::now_ms();
-        if (left <= 0)
+        if (stop_requested || state_now() != "running") {
+            running = false;
             break;
-        long wait = (long)std::min(left, 1000.0);
+        }
+        std::optional<Wait> wait = reason();
+        if (!wait)
+            break;
+        if (wait->why != shown) {
+            book([&] { control::set_waiting_on(id_, wait->why); });
+            shown = wait->why;
+        }
+        long ms = (long)std::max(1.0, std::min(wait->ms, 1000.0));
         txn::in_subtransaction(session_user_, guc::canonical(), [&] {
             pg::call([&] {
-                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait,
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
                                 PG_WAIT_EXTENSION);
                 ResetLatch(MyLatch);
                 CHECK_FOR_INTERRUPTS();
@@ -157,8 +173,47 @@ bool Run::sleep(double ms, const std::string &why) {
             });
         });
     }
-    book([&] { control::set_waiting_on(id_, std::nullopt); });
-    return true;
+    if (shown && running)
+        book([&] { control::set_waiting_on(id_, std::nullopt); });
+    return running;
+}
+
+// Sleeps ms (or, for the pause between tasks, the job's pause as backfill_set leaves it).
+bool Run::sleep(double ms, const std::string &why) {
+    double started = txn::now_ms();
+    return wait_while([&]() -> std::optional<Wait> {
+        double left = started + (why == "pause" ? job_.pause_ms : ms) - txn::now_ms();
+        if (left <= 0)
+            return std::nullopt;
+        return Wait{why, left};
+    });
+}
+
+// Waits while a throttle holds the job back: outside run_window (only before a new task: a task
+// under way finishes), replication lag, or throttle_query. Each is asked again every second,
+// with the job's options as backfill_set leaves them. Returns false when the job stopped.
+bool Run::throttle(bool new_task) {
+    return wait_while([&]() -> std::optional<Wait> {
+        std::optional<std::string> why;
+        if (new_task && job_.run_window)
+            book([&] { why = throttle::outside_window(*job_.run_window); });
+        if (new_task && limits_.max_duration_ms &&
+            txn::now_ms() - started_ >= *limits_.max_duration_ms)
+            return std::nullopt;  // the slice is over; the loop ends it
+        if (!why && job_.max_replication_lag_ms)
+            book([&] { why = lag_.too_far_behind(*job_.max_replication_lag_ms); });
+        if (!why && job_.throttle_query)
+            task_step([&] { why = throttle::probe_says_wait(*job_.throttle_query); }, true);
+        if (!why)
+            return std::nullopt;
+        return Wait{*why, 1000};
+    });
+}
+
+// Between the steps of a task: waits for the throttles, or gives the task up when the job stops.
+void Run::throttle_step() {
+    if (!throttle(false))
+        throw pg::Failure(ERRCODE_QUERY_CANCELED, "the job was stopped while it waited");
 }
 
 // Who holds locks on the target or its partitions, for waiting_on and error messages.
@@ -207,6 +262,29 @@ double Run::with_lock_retries(const std::string &what, const std::function<void(
     }
 }
 
+// Loads the shadow. Under max_rows_per_second the one load statement (one snapshot) is paced
+// row by row; the job's runners share the rate.
+void Run::load(const Task &task) {
+    if (!job_.max_rows_per_second) {
+        task_step([&] { task::load_shadow(job_, task); }, true);
+        return;
+    }
+    double rate = *job_.max_rows_per_second / std::max(job_.workers, 1);
+    book([&] {
+        control::set_waiting_on(id_, pg::fmt("rate: loading %1% at most %2% rows per second",
+                                             task.qualified(), (int64)rate));
+    });
+    throttle::begin_pacing(rate);
+    try {
+        task_step([&] { task::load_shadow(job_, task); }, true);
+    } catch (...) {
+        throttle::end_pacing();
+        throw;
+    }
+    throttle::end_pacing();
+    book([&] { control::set_waiting_on(id_, std::nullopt); });
+}
+
 // Runs one task in a memory context of its own, emptied before each task, so that a runner's
 // memory stays flat however many tasks a job has.
 Outcome Run::run_task(const Task &task) {
@@ -241,8 +319,10 @@ Outcome Run::run_task_attempts(Task task) {
                                   [&] { task::create_shadow(job_, task); });
             });
             task.shadow_name = task::shadow_name(task);
+            throttle_step();
             report(pg::fmt("backfill job %1%: loading the shadow of %2%", id_, task.qualified()));
-            task_step([&] { task::load_shadow(job_, task); }, true);
+            load(task);
+            throttle_step();
             report(pg::fmt("backfill job %1%: indexing the shadow of %2%", id_, task.qualified()));
             noting_files(task, [&] { task_step([&] { task::build_indexes(job_, task); }); });
             with_lock_retries("add the foreign keys of " + task.qualified(),
@@ -491,7 +571,7 @@ std::string Run::loop() {
     if (job_.rolling_back)
         return slot_ == 0 ? roll_back() : "running";  // one runner rolls back
 
-    double started = txn::now_ms();
+    started_ = txn::now_ms();
     int64 tasks_run = 0;
     for (;;) {
         if (stop_requested)
@@ -500,11 +580,27 @@ std::string Run::loop() {
         if (job_.state != "running")
             return stop(job_.state);
         bool out_of_tasks = limits_.max_tasks && tasks_run >= *limits_.max_tasks;
-        bool out_of_time =
-            limits_.max_duration_ms && txn::now_ms() - started >= *limits_.max_duration_ms;
         std::optional<Task> next;
         bool pending = false, unfinished = false;
-        if (!out_of_tasks && !out_of_time)
+        book([&] { pending = control::has_tasks_left(id_, false); });
+        if (pending && !out_of_tasks) {
+            std::exception_ptr error;
+            try {
+                if (!throttle(true))
+                    continue;  // the loop top sees why
+            } catch (const pg::Failure &) {  // a throttle_query that fails stops the job
+                error = std::current_exception();
+            }
+            if (error) {
+                std::string text = cause_of(error).text;
+                log_warning(pg::fmt("backfill job %1%: %2%", id_, text));
+                book([&] { control::finish_job(id_, "failed", text); });
+                return "failed";
+            }
+        }
+        bool out_of_time =
+            limits_.max_duration_ms && txn::now_ms() - started_ >= *limits_.max_duration_ms;
+        if (pending && !out_of_tasks && !out_of_time)
             book([&] { next = control::claim_next_task(id_, slot_); });
         if (!next)
             book([&] {

@@ -13,6 +13,7 @@
 #include "source.hpp"
 #include "spi.hpp"
 #include "sql_support.hpp"
+#include "throttle.hpp"
 #include "txn.hpp"
 
 #include <algorithm>
@@ -43,14 +44,6 @@ PG_FUNCTION_INFO_V1(backfill_tasks);
 using namespace sql;
 
 namespace {
-
-void not_supported_yet(const Args &args, int i, const char *name) {
-    if (!args.null(i))
-        throw pg::Failure(ERRCODE_FEATURE_NOT_SUPPORTED,
-                          pg::fmt("option %1% is not supported yet", name),
-                          "This version of backfill does not implement it.",
-                          pg::fmt("Leave %1% NULL.", name));
-}
 
 int max_workers = 4;  // GUC backfill.max_workers
 
@@ -117,10 +110,12 @@ int64 start(const Args &args) {
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           pg::fmt("concurrent_writes must be 'retry' or 'ignore', not '%1%'",
                                   o.concurrent_writes));
-    not_supported_yet(args, 11, "max_rows_per_second");
-    not_supported_yet(args, 12, "max_replication_lag");
-    not_supported_yet(args, 13, "run_window");
-    not_supported_yet(args, 14, "throttle_query");
+    o.max_rows_per_second =
+        throttle::checked_option("max_rows_per_second", args.text(11), caller_path);
+    o.max_replication_lag =
+        throttle::checked_option("max_replication_lag", args.text(12), caller_path);
+    o.run_window = throttle::checked_option("run_window", args.text(13), caller_path);
+    o.throttle_query = throttle::checked_option("throttle_query", args.text(14), caller_path);
 
     Oid run_as = InvalidOid, login_role = InvalidOid, database = InvalidOid;
     pg::call([&] {
@@ -271,7 +266,7 @@ Datum backfill_wait(PG_FUNCTION_ARGS) {
                                   "Its snapshot would show the job as it was when the "
                                   "transaction began, forever.",
                                   "Call it in a READ COMMITTED transaction.");
-            control::load_job(id);
+            report::require_visible(id);
             if (control::job_xmin_is_current_transaction(id))
                 throw pg::Failure(ERRCODE_INVALID_TRANSACTION_STATE,
                                   pg::fmt("backfill job %1% was started in this transaction", id),
@@ -304,7 +299,7 @@ Datum backfill_status(PG_FUNCTION_ARGS) {
         return with_spi([&] {
             spi::Text job = args.null(0) ? std::nullopt : args.text(0);
             if (job)
-                control::load_job(std::stoll(*job));
+                report::require_visible(std::stoll(*job));
             result_set::materialize(fcinfo, report::status_rows(job));
             return (Datum)0;
         });
@@ -316,7 +311,7 @@ Datum backfill_tasks(PG_FUNCTION_ARGS) {
         Args args(fcinfo);
         int64 id = args.int8(0, "job");
         return with_spi([&] {
-            control::load_job(id);
+            report::require_visible(id);
             result_set::materialize(fcinfo, report::task_rows(id));
             return (Datum)0;
         });

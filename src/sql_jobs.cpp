@@ -4,11 +4,14 @@
 #include "runner.hpp"
 #include "sql_support.hpp"
 #include "task.hpp"
+#include "throttle.hpp"
 
 #include <functional>
 
 extern "C" {
 #include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(backfill_pause);
 PG_FUNCTION_INFO_V1(backfill_resume);
@@ -22,17 +25,34 @@ using namespace sql;
 
 namespace {
 
+std::string role_name(Oid role) {
+    std::string name;
+    pg::call([&] { name = GetUserNameFromId(role, false); });
+    return name;
+}
+
 // Changes one option of a job that has not ended; a running job applies it at its next step.
 void set_option(const control::Job &job, const std::string &option, const spi::Text &value) {
-    if (option == "max_rows_per_second" || option == "max_replication_lag" ||
-        option == "run_window" || option == "throttle_query")
-        throw pg::Failure(ERRCODE_FEATURE_NOT_SUPPORTED,
-                          pg::fmt("option %1% is not supported yet", option),
-                          "This version of backfill does not implement it.");
+    if (throttle::is_option(option)) {
+        // The probe runs with the job's rights: only who holds them may change it.
+        bool holds_rights = false;
+        pg::call([&] { holds_rights = has_privs_of_role(GetUserId(), job.run_as); });
+        if (option == "throttle_query" && !holds_rights)
+            throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                              pg::fmt("only role %1% may change the throttle_query of backfill "
+                                      "job %2%",
+                                      role_name(job.run_as), job.id),
+                              "The probe runs with the rights of the role that started the job.");
+        control::set_option(job.id, option,
+                            throttle::checked_option(option, value, job.search_path));
+        return;
+    }
     if (option != "pause" && option != "lock_timeout" && option != "swap_wait")
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                          pg::fmt("option \"%1%\" cannot be set on a job", option),
-                          "", "backfill_set changes pause, lock_timeout or swap_wait.");
+                          pg::fmt("option \"%1%\" cannot be set on a job", option), "",
+                          "backfill_set changes pause, lock_timeout, swap_wait, "
+                          "max_rows_per_second, max_replication_lag, run_window or "
+                          "throttle_query.");
     if (!value)
         throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED, pg::fmt("%1% must not be NULL", option));
     require_interval(*value, option.c_str(), option != "pause");
@@ -41,7 +61,7 @@ void set_option(const control::Job &job, const std::string &option, const spi::T
     if (swap_wait < lock_timeout)
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           "swap_wait must be at least lock_timeout");
-    control::set_interval_option(job.id, option, *value);
+    control::set_option(job.id, option, value);
 }
 
 // A job whose kept partitions may be swapped back or dropped: it kept them, and it has ended.

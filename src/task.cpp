@@ -4,6 +4,7 @@
 #include "carry_over.hpp"
 #include "source.hpp"
 #include "spi.hpp"
+#include "throttle.hpp"
 #include "txn.hpp"
 
 extern "C" {
@@ -197,6 +198,8 @@ void load_shadow(const Job &job, const Task &t) {
         columns += (columns.empty() ? "" : ", ") + ident(c.name);
     std::string insert = "INSERT INTO " + qualified(t.schema, shadow_name(t)) + " (" + columns +
                          ") SELECT " + columns + " FROM (" + select + ") AS backfill_source";
+    if (!throttle::pacing_condition().empty())
+        insert += " WHERE " + throttle::pacing_condition();
     spi::Result loaded;
     try {
         loaded = spi::exec_with_bounds(insert, job.key_type, t.lower, t.upper);
