@@ -2,7 +2,6 @@
 #include "task.hpp"
 
 #include "carry_over.hpp"
-#include "guc.hpp"
 #include "source.hpp"
 #include "spi.hpp"
 #include "txn.hpp"
@@ -189,12 +188,7 @@ void create_shadow(const Job &job, const Task &t) {
 }
 
 void load_shadow(const Job &job, const Task &t) {
-    // This step runs with the job's search_path, for the source. The bookkeeping runs as the
-    // extension owner: it pins ours, so that no operator planted on the job's path runs with
-    // the owner's rights.
-    int level = guc::push(guc::canonical());
     control::clear_writes(t);
-    guc::pop(level);
     spi::Text rows_before = spi::scalar("SELECT pg_catalog.count(*) FROM ONLY " + t.qualified());
     std::string select = source::select_for_partition(job.source, job.source_is_query,
                                                       job.key_column);
@@ -218,14 +212,12 @@ void load_shadow(const Job &job, const Task &t) {
                           "A query source must return only rows with $1 <= key < $2; filter "
                           "it on the partition key. The partition was left as it was.");
     }
-    level = guc::push(guc::canonical());
     control::as_owner([&] {
         spi::exec("UPDATE backfill.tasks SET rows_before = $3::bigint, rows_after = $4, phase = 'loaded' "
                   "WHERE job = $1 AND task_no = $2::int",
                   {spi::bigint_param(t.job), spi::bigint_param(t.no),
                    spi::text_param(rows_before), spi::bigint_param((int64)loaded.processed)});
     });
-    guc::pop(level);
 }
 
 void build_indexes(const Job &job, const Task &t) {
