@@ -29,7 +29,8 @@ void require_interval(const std::string &value, const char *name, bool positive)
     if (ms < 0 || (positive && ms == 0))
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           pg::fmt("%1% must be %2%, not %3%", name,
-                                  positive ? "positive" : "zero or positive", value));
+                                  positive ? "positive" : "zero or positive", value),
+                          "", "Give an interval such as '5s', '200ms' or '1 hour'.");
     // lock_timeout becomes the setting of that name in each swap, which holds at most INT_MAX ms:
     // refused now rather than failing every task later.
     if (std::string(name) == "lock_timeout" && ms > (double)INT_MAX)

@@ -24,7 +24,10 @@ public:
     void require(int i, const char *name) const {
         if (null(i))
             throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                              pg::fmt("%1% must not be NULL", name));
+                              pg::fmt("%1% must not be NULL", name), "",
+                              pg::fmt("Give a value for %1% (an option left out gets its "
+                                      "default).",
+                                      name));
     }
     int64 int8(int i, const char *name) const {
         require(i, name);
