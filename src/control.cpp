@@ -2,6 +2,7 @@
 #include "control.hpp"
 
 #include "compat.hpp"
+#include "guc.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -91,12 +92,16 @@ void as_owner(const std::function<void()> &fn) {
         GetUserIdAndSecContext(&saved_user, &saved_context);
         SetUserIdAndSecContext(owner, saved_context | SECURITY_LOCAL_USERID_CHANGE);
     });
+    // As the owner, never with a caller's search_path: nothing planted there may run.
+    int level = guc::push({{"search_path", "pg_catalog, pg_temp"}});
     try {
         fn();
     } catch (...) {
+        guc::pop(level);
         SetUserIdAndSecContext(saved_user, saved_context);
         throw;
     }
+    guc::pop(level);
     SetUserIdAndSecContext(saved_user, saved_context);
 }
 

@@ -69,7 +69,8 @@ RawTarget read_target(Oid target) {
 // Converts a caller's bound to the key type in the caller's session; a lossy cast is an error.
 Datum to_key_type(const Bound &bound, Oid key_type, const char *which) {
     if (bound.is_null)
-        throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED, pg::fmt("%1% must not be NULL", which));
+        throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED, pg::fmt("%1% must not be NULL", which),
+                          "", "Give both bounds of the range, e.g. '2024-01-01' and '2024-07-01'.");
     if (bound.type == key_type)
         return bound.value;
     Oid from_type = bound.type == UNKNOWNOID ? TEXTOID : bound.type;
@@ -77,13 +78,20 @@ Datum to_key_type(const Bound &bound, Oid key_type, const char *which) {
     Datum result = (Datum)0;
     char *type_name = nullptr;
     char *key_type_name = nullptr;
+    char *qualified_type = nullptr, *qualified_key_type = nullptr;
     pg::call([&] {
         type_name = format_type_be(from_type);
         key_type_name = format_type_be(key_type);
+        qualified_type = format_type_be_qualified(from_type);
+        qualified_key_type = format_type_be_qualified(key_type);
     });
-    std::string cast = pg::fmt("CAST($1 AS %1%)", key_type_name);
+    // Converted in the caller's session for its TimeZone and DateStyle, but not with its
+    // search_path: a type or `=` planted on that path must not be the one used.
+    std::string cast = pg::fmt("CAST($1 AS %1%)", qualified_key_type);
     std::string sql = textual ? pg::fmt("SELECT %1%, true", cast)
-                              : pg::fmt("SELECT %1%, CAST(%1% AS %2%) = $1", cast, type_name);
+                              : pg::fmt("SELECT %1%, CAST(%1% AS %2%) OPERATOR(pg_catalog.=) $1",
+                                        cast, qualified_type);
+    int level = guc::push({{"search_path", "pg_catalog, pg_temp"}});
     bool lossless = true;
     std::string cause;
     try {
@@ -119,6 +127,7 @@ Datum to_key_type(const Bound &bound, Oid key_type, const char *which) {
                           "Converting it would change its value, so the range would not be the "
                           "one asked for.",
                           "Give a bound that is a value of the key's type.");
+    guc::pop(level);  // (an error leaves it to the transaction's abort)
     return result;
 }
 
@@ -224,6 +233,19 @@ Target resolve(Oid target_oid, const Bound &from, const Bound &to) {
     target.schema = raw.schema;
     target.name = raw.name;
     std::string name = target.qualified();
+    // Not every relation is a table: say what it is.
+    const char *kind = raw.relkind == RELKIND_VIEW         ? "view"
+                       : raw.relkind == RELKIND_MATVIEW    ? "materialized view"
+                       : raw.relkind == RELKIND_FOREIGN_TABLE ? "foreign table"
+                       : raw.relkind == RELKIND_SEQUENCE   ? "sequence"
+                       : raw.relkind == RELKIND_INDEX ||
+                               raw.relkind == RELKIND_PARTITIONED_INDEX
+                           ? "index"
+                           : nullptr;
+    if (kind)
+        refuse(pg::fmt("%1% is a %2%, not a partitioned table", name, kind),
+               "backfill replaces the partitions of a RANGE-partitioned table one at a time.",
+               "Pass the partitioned table itself.", ERRCODE_WRONG_OBJECT_TYPE);
     if (raw.relkind != RELKIND_PARTITIONED_TABLE)
         refuse(pg::fmt("table %1% is not partitioned", name),
                "backfill replaces the partitions of a RANGE-partitioned table one at a time.",

@@ -50,6 +50,22 @@ void check_ownership(const Target &target, Oid run_as) {
                               "Run backfill_start as the table's owner, or as a member of the "
                               "owning role.");
     }
+    // Each shadow is created in its partition's schema, with the job's rights: without CREATE
+    // there, every task would fail at its first step.
+    spi::Result schemas = spi::exec(
+        "SELECT DISTINCT n.nspname, $2::pg_catalog.regrole::text FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+        "WHERE c.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) "
+        "AND NOT pg_catalog.has_schema_privilege($2, n.oid, 'CREATE') ORDER BY 1",
+        {spi::text_param(oid_array(target, false)), spi::oid_param(run_as)});
+    if (!schemas.rows.empty())
+        throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                          pg::fmt("permission denied to create tables in schema %1%",
+                                  spi::ident(*schemas.rows[0][0])),
+                          "backfill builds each new partition as a table in its partition's "
+                          "schema, with the rights of the role that starts the job.",
+                          pg::fmt("GRANT CREATE ON SCHEMA %1% TO %2%;",
+                                  spi::ident(*schemas.rows[0][0]), *schemas.rows[0][1]));
 }
 
 // Whether the default partition's constraints already exclude the bound of `part`, so that

@@ -40,9 +40,12 @@ std::string normalize(const std::string &text, bool &is_query) {
     is_query = false;
     spi::Text name;
     try {
+        // Runs with the caller's search_path (the name is looked up on it): every operator is
+        // qualified, so that an `=` planted in a schema on that path is not the one called.
         name = spi::scalar("SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) "
                            "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                           "ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass($1)",
+                           "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+                           "WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)",
                            {spi::text_param(text)});
     } catch (const pg::Error &e) {
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
@@ -90,6 +93,12 @@ std::vector<Column> describe(const std::string &select_sql, Oid key_type) {
             CachedPlanSource *ps = (CachedPlanSource *)linitial(sources);
             if (!ps->resultDesc || ps->commandTag != CMDTAG_SELECT)
                 ereport(ERROR, (errmsg("the source must be a SELECT that returns rows")));
+            // WITH ... (DELETE/UPDATE/INSERT ...) SELECT passes as a SELECT here, but would write
+            // to its tables once per task, and cannot run as the subquery a load wraps it in.
+            Query *query = ps->query_list ? linitial_node(Query, ps->query_list) : NULL;
+            if (query && query->hasModifyingCTE)
+                ereport(ERROR, (errmsg("the source must not modify data (it has a WITH clause "
+                                       "with INSERT, UPDATE or DELETE)")));
             natts = ps->resultDesc->natts;
             names = (char **)palloc0(sizeof(char *) * (natts + 1));
             types = (Oid *)palloc0(sizeof(Oid) * (natts + 1));
@@ -114,10 +123,12 @@ std::vector<Column> describe(const std::string &select_sql, Oid key_type) {
 
 void check_columns(const std::vector<Column> &columns, Oid target, const std::string &target_name,
                    const std::string &key_column) {
+    // Runs with the caller's search_path (see normalize): operators qualified.
     spi::Result attrs = spi::exec(
-        "SELECT attname, atttypid, attgenerated <> '', attnotnull AND NOT atthasdef, "
-        "attidentity <> '' FROM pg_catalog.pg_attribute "
-        "WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        "SELECT attname, atttypid, attgenerated OPERATOR(pg_catalog.<>) '', "
+        "attnotnull AND NOT atthasdef, attidentity OPERATOR(pg_catalog.<>) '' "
+        "FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) $1 "
+        "AND attnum OPERATOR(pg_catalog.>) 0 AND NOT attisdropped ORDER BY attnum",
         {spi::oid_param(target)});
     std::set<std::string> given;
     for (const Column &c : columns) {

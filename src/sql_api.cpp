@@ -138,7 +138,7 @@ int64 start(const Args &args) {
     try {
         id = control::insert_job(target, o, is_query, run_as, login_role, caller_path);
     } catch (const pg::Error &e) {
-        if (e.sqlstate() != ERRCODE_UNIQUE_VIOLATION)
+        if (!is_one_live_job_violation(e))
             throw;
         another_job_on_target(target.oid, target.qualified());  // reads a fresh snapshot
     }

@@ -54,13 +54,18 @@ void set_option(const control::Job &job, const std::string &option, const spi::T
                           "max_rows_per_second, max_replication_lag, run_window or "
                           "throttle_query.");
     if (!value)
-        throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED, pg::fmt("%1% must not be NULL", option));
+        throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED, pg::fmt("%1% must not be NULL", option),
+                          "", pg::fmt("Give %1% as an interval, e.g. '5s'.", option));
     require_interval(*value, option.c_str(), option != "pause");
     double lock_timeout = interval_ms(option == "lock_timeout" ? *value : job.lock_timeout);
     double swap_wait = option == "swap_wait" ? interval_ms(*value) : job.swap_wait_ms;
     if (swap_wait < lock_timeout)
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                          "swap_wait must be at least lock_timeout");
+                          "swap_wait must be at least lock_timeout",
+                          pg::fmt("lock_timeout would be %1% ms, swap_wait %2% ms.",
+                                  (long long)lock_timeout, (long long)swap_wait),
+                          "swap_wait is the total time a swap keeps retrying, each attempt "
+                          "waiting up to lock_timeout: raise swap_wait or lower lock_timeout.");
     control::set_option(job.id, option, value);
 }
 
@@ -94,7 +99,7 @@ void revive(const control::Job &job, const std::function<void()> &make_pending, 
     try {
         make_pending();
     } catch (const pg::Error &e) {
-        if (e.sqlstate() != ERRCODE_UNIQUE_VIOLATION)
+        if (!is_one_live_job_violation(e))
             throw;
         another_job_on_target(job.target, job.target_name);
     }

@@ -3,6 +3,8 @@
 
 #include "compat.hpp"
 
+#include <climits>
+
 extern "C" {
 #include "miscadmin.h"
 }
@@ -16,11 +18,27 @@ double interval_ms(const std::string &interval) {
 }
 
 void require_interval(const std::string &value, const char *name, bool positive) {
-    double ms = interval_ms(value);
+    double ms = 0;
+    try {
+        ms = interval_ms(value);
+    } catch (const pg::Error &e) {  // backfill_set takes the value as text
+        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
+                          pg::fmt("%1% must be an interval, not '%2%'", name, value), e.what(),
+                          "Give an interval such as '5s', '200ms' or '1 hour'.");
+    }
     if (ms < 0 || (positive && ms == 0))
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           pg::fmt("%1% must be %2%, not %3%", name,
-                                  positive ? "positive" : "zero or positive", value));
+                                  positive ? "positive" : "zero or positive", value),
+                          "", "Give an interval such as '5s', '200ms' or '1 hour'.");
+    // lock_timeout becomes the setting of that name in each swap, which holds at most INT_MAX ms:
+    // refused now rather than failing every task later.
+    if (std::string(name) == "lock_timeout" && ms > (double)INT_MAX)
+        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
+                          pg::fmt("lock_timeout must be at most %1% ms, not %2%", INT_MAX, value),
+                          "It is the server setting lock_timeout of each swap attempt.",
+                          "Give a lock_timeout of seconds or minutes; swap_wait bounds the total "
+                          "wait.");
 }
 
 // A job the caller may act on: it must own the job's target (or be a member of its owner).
@@ -28,15 +46,30 @@ control::Job job_for_caller(int64 id) {
     control::Job job = control::load_job(id);
     bool owns = false;
     pg::call([&] { owns = compat::owns_relation(job.target, GetUserId()) || superuser(); });
-    if (!owns)
+    if (!owns) {
+        spi::Text owner = spi::scalar(
+            "SELECT relowner::pg_catalog.regrole::text FROM pg_catalog.pg_class "
+            "WHERE oid OPERATOR(pg_catalog.=) $1",
+            {spi::oid_param(job.target)});
         throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
                           pg::fmt("must be owner of table %1% to act on backfill job %2%",
-                                  job.target_name, id));
+                                  job.target_name, id),
+                          "A job is run, changed and stopped with the rights of its target's "
+                          "owner.",
+                          pg::fmt("Act on it as %1% or a member of that role.",
+                                  owner.value_or("the table's owner")));
+    }
     return job;
 }
 
 bool is_terminal(const std::string &state) {
     return state == "done" || state == "failed" || state == "cancelled";
+}
+
+bool is_one_live_job_violation(const pg::Error &e) {
+    const char *constraint = e.data()->constraint_name;
+    return e.sqlstate() == ERRCODE_UNIQUE_VIOLATION && constraint &&
+           std::string(constraint) == "jobs_one_live_job_per_target";
 }
 
 // Turns a unique violation of the one-live-job-per-target index into the error a DBA can use.

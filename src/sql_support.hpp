@@ -24,7 +24,10 @@ public:
     void require(int i, const char *name) const {
         if (null(i))
             throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                              pg::fmt("%1% must not be NULL", name));
+                              pg::fmt("%1% must not be NULL", name), "",
+                              pg::fmt("Give a value for %1% (an option left out gets its "
+                                      "default).",
+                                      name));
     }
     int64 int8(int i, const char *name) const {
         require(i, name);
@@ -83,6 +86,9 @@ Datum with_spi(Fn &&fn) {
 control::Job job_for_caller(int64 id);
 
 bool is_terminal(const std::string &state);
+
+// True for the unique violation of the one-live-job-per-target index (not any other).
+bool is_one_live_job_violation(const pg::Error &e);
 
 // Turns a unique violation of the one-live-job-per-target index into the error a DBA can use.
 [[noreturn]] void another_job_on_target(Oid target, const std::string &target_name);

@@ -2,6 +2,7 @@
 #include "task.hpp"
 
 #include "carry_over.hpp"
+#include "guc.hpp"
 #include "source.hpp"
 #include "spi.hpp"
 #include "throttle.hpp"
@@ -125,7 +126,14 @@ std::string write_trigger_names(const Task &t) {
     return write_trigger(t) + " and " + truncate_trigger(t);
 }
 
-std::string kept_name(const Task &t) { return fit_name(t.name, "_bf" + std::to_string(t.job)); }
+std::string kept_name(const Task &t) {
+    std::string suffix = "_bf" + std::to_string(t.job);
+    if (t.name.size() + suffix.size() <= NAMEDATALEN - 1)
+        return t.name + suffix;
+    // Cut short, the names of two partitions that differ only at the end would become the same
+    // kept name: the task number keeps them apart.
+    return fit_name(t.name, suffix + "_" + std::to_string(t.no));
+}
 
 void create_shadow(const Job &job, const Task &t) {
     std::string oid = partition_oid(job, t);
@@ -189,7 +197,12 @@ void create_shadow(const Job &job, const Task &t) {
 }
 
 void load_shadow(const Job &job, const Task &t) {
+    // This step runs with the job's search_path, for the source. The bookkeeping runs as the
+    // extension owner: it pins ours, so that no operator planted on the job's path runs with
+    // the owner's rights.
+    int level = guc::push(guc::canonical());
     control::clear_writes(t);
+    guc::pop(level);
     spi::Text rows_before = spi::scalar("SELECT pg_catalog.count(*) FROM ONLY " + t.qualified());
     std::string select = source::select_for_partition(job.source, job.source_is_query,
                                                       job.key_column);
@@ -215,12 +228,14 @@ void load_shadow(const Job &job, const Task &t) {
                           "A query source must return only rows with $1 <= key < $2; filter "
                           "it on the partition key. The partition was left as it was.");
     }
+    level = guc::push(guc::canonical());
     control::as_owner([&] {
         spi::exec("UPDATE backfill.tasks SET rows_before = $3::bigint, rows_after = $4, phase = 'loaded' "
                   "WHERE job = $1 AND task_no = $2::int",
                   {spi::bigint_param(t.job), spi::bigint_param(t.no),
                    spi::text_param(rows_before), spi::bigint_param((int64)loaded.processed)});
     });
+    guc::pop(level);
 }
 
 void build_indexes(const Job &job, const Task &t) {
@@ -322,8 +337,11 @@ Side shadow_side(const Task &t) {
     return {shadow_name(t), [&t](size_t n) { return new_index_name(t, n); }};
 }
 
+// The kept partition's name: as recorded at the swap, once it happened.
+std::string kept_table(const Task &t) { return t.old_name.value_or(kept_name(t)); }
+
 Side kept_side(const Task &t) {
-    return {kept_name(t), [&t](size_t n) { return old_index_name(t, n); }};
+    return {kept_table(t), [&t](size_t n) { return old_index_name(t, n); }};
 }
 
 std::string rolled_back_name(const Task &t) { return "bf_rolled_back_" + task_tag(t); }
@@ -334,15 +352,15 @@ void swap(const Job &job, const Task &t) {
     double started = txn::now_ms();
     exchange(job, t, shadow_side(t), kept_side(t), job.detect_writes);
     // The lock time up to the commit; the retire step records it with the commit included.
-    control::task_done(t, kept_name(t), txn::now_ms() - started);
+    control::task_done(t, kept_table(t), txn::now_ms() - started);
 }
 
 void prepare_roll_back(const Job &job, const Task &t) {
-    spi::Text kept_oid = relation_oid(qualified(t.schema, kept_name(t)));
+    std::string kept = qualified(t.schema, kept_table(t));
+    spi::Text kept_oid = relation_oid(kept);
     if (!kept_oid || is_partition(*kept_oid))
         throw pg::Failure(ERRCODE_UNDEFINED_TABLE,
-                          pg::fmt("the replaced partition %1% no longer exists",
-                                  qualified(t.schema, kept_name(t))),
+                          pg::fmt("the replaced partition %1% no longer exists", kept),
                           "It was dropped or attached elsewhere since the job ended.",
                           "Roll back by hand, or restore the partition from a backup.");
     std::string bound = *spi::scalar("SELECT pg_catalog.pg_get_partition_constraintdef($1)",
@@ -355,7 +373,7 @@ void prepare_roll_back(const Job &job, const Task &t) {
     if (checked)  // an earlier attempt got this far
         return;
     // Validated here, on the detached table, so that ATTACH need not scan it under its locks.
-    spi::exec("ALTER TABLE " + qualified(t.schema, kept_name(t)) + " ADD CONSTRAINT " +
+    spi::exec("ALTER TABLE " + kept + " ADD CONSTRAINT " +
               ident(bound_constraint(t)) + " CHECK " + bound);
 }
 
@@ -372,7 +390,7 @@ void drop_rolled_back(const Task &t) {
 }
 
 void retire_old(const Job &job, const Task &t, double swap_lock_ms) {
-    std::string old = qualified(t.schema, kept_name(t));
+    std::string old = qualified(t.schema, kept_table(t));
     if (job.keep_old)
         remove_write_triggers(t, old);
     else
