@@ -13,6 +13,7 @@ export PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}"
 #   postgresql-client: pg_regress, pg_isolation_regress and the TAP modules ship there.
 #   libipc-run-perl: PostgreSQL::Test::Cluster runs commands through IPC::Run.
 #   util-linux: runuser, to run servers as the postgres OS user (initdb refuses root).
+#   postgresql-cron: pg_cron, which test/t/008_pg_cron.pl schedules CALL backfill_run with.
 PACKAGES=(
 	"postgresql-${PG_MAJOR}"
 	"postgresql-server-dev-${PG_MAJOR}"
@@ -34,8 +35,9 @@ check_installed() {
 	local missing=()
 	command -v pg_config >/dev/null 2>&1 || missing+=("pg_config (postgresql-server-dev-${PG_MAJOR})")
 	if command -v pg_config >/dev/null 2>&1; then
-		local bindir pgxs incdir
+		local bindir pgxs incdir pkglibdir
 		bindir=$(pg_config --bindir)
+		pkglibdir=$(pg_config --pkglibdir)
 		pgxs=$(dirname "$(dirname "$(pg_config --pgxs)")")
 		incdir=$(pg_config --includedir-server)
 		[[ -x "$bindir/initdb" ]] || missing+=("$bindir/initdb (postgresql-${PG_MAJOR})")
@@ -45,6 +47,7 @@ check_installed() {
 		[[ -x "$pgxs/test/isolation/pg_isolation_regress" ]] ||
 			missing+=("pg_isolation_regress (postgresql-client-${PG_MAJOR})")
 		[[ -f "$incdir/postgres.h" ]] || missing+=("postgres.h (postgresql-server-dev-${PG_MAJOR})")
+		[[ -f "$pkglibdir/pg_cron.so" ]] || missing+=("pg_cron.so (postgresql-${PG_MAJOR}-cron)")
 	fi
 	[[ -f /usr/include/gssapi/gssapi.h ]] || missing+=("gssapi/gssapi.h (libkrb5-dev)")
 	[[ -d /usr/include/boost ]] || missing+=("boost headers (libboost-dev)")
