@@ -3,6 +3,7 @@
 
 #include "control.hpp"
 #include "file_ledger.hpp"
+#include "pool.hpp"
 #include "task.hpp"
 #include "throttle.hpp"
 #include "txn.hpp"
@@ -137,6 +138,8 @@ private:
     void noting_files(const Task &task, const std::function<void()> &step);
     bool claim_slot();
     void release_slot();
+    bool join_pool();
+    int pool_slot_ = -1;
     std::string roll_back();
     std::string stop(const std::string &state);
 };
@@ -529,9 +532,56 @@ std::string Run::go() {
 }
 
 void Run::release_slot() {
+    if (origin_ == Origin::worker)
+        pool::leave({job_.created, id_}, pool_slot_);
+    pool_slot_ = -1;
     if (slot_ >= 0)
         control::release_runner(id_, slot_);
     slot_ = -1;
+}
+
+// A background worker takes a slot of the server's pool before it works; while none is free
+// (or jobs created earlier still wait) it queues, the job pending, waiting_on saying so. A pause
+// or cancel of the queued job ends the wait. Returns false when the job is no longer startable.
+bool Run::join_pool() {
+    if (origin_ != Origin::worker)
+        return true;
+    pool::Ticket ticket{job_.created, id_};
+    bool queued = false;
+    for (;;) {
+        if (stop_requested)
+            return false;
+        book([&] { job_ = control::load_job(id_); });
+        if (job_.state != "pending" && job_.state != "running")
+            return false;
+        book([&] { pool_slot_ = pool::try_join(ticket); });
+        if (pool_slot_ >= 0)
+            break;
+        if (!queued)
+            book([&] {
+                control::set_waiting_on(
+                    id_, pg::fmt("queue: all %1% backfill workers of the server are busy "
+                                 "(backfill.max_total_workers); the job starts when one is "
+                                 "free, after the jobs created before it",
+                                 pool::max_total_workers));
+            });
+        queued = true;
+        txn::in_subtransaction(session_user_, guc::canonical(), [&] {
+            pg::call([&] {
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000,
+                                PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+                CHECK_FOR_INTERRUPTS();
+                if (ConfigReloadPending) {  // backfill.max_total_workers may have changed
+                    ConfigReloadPending = false;
+                    ProcessConfigFile(PGC_SIGHUP);
+                }
+            });
+        });
+    }
+    if (queued)
+        book([&] { control::set_waiting_on(id_, std::nullopt); });
+    return true;
 }
 
 // Takes one of the job's runner slots (there are `workers` of them). A worker that finds them
@@ -566,6 +616,8 @@ std::string Run::loop() {
     }
     if (!claim_slot())
         return job_.state;
+    if (!join_pool())
+        return stop_requested ? stop("running") : job_.state;
     book([&] { control::job_started(id_); });
     recover();
     if (job_.rolling_back)

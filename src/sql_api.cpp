@@ -7,6 +7,7 @@
 #include "launch.hpp"
 #include "launcher.hpp"
 #include "plan.hpp"
+#include "pool.hpp"
 #include "report.hpp"
 #include "result_set.hpp"
 #include "runner.hpp"
@@ -73,6 +74,15 @@ int affordable_workers(int requested, int tasks, bool background) {
                              errdetail("%s.", why.c_str())));
         });
     return workers;
+}
+
+std::string last_error(int64 job) {
+    spi::Text text;
+    control::as_owner([&] {
+        text = spi::scalar("SELECT last_error FROM backfill.jobs WHERE id = $1",
+                           {spi::bigint_param(job)});
+    });
+    return text.value_or("no error was recorded");
 }
 
 int64 start(const Args &args) {
@@ -160,6 +170,11 @@ void _PG_init(void) {
                             "Most background workers one backfill job may use.", NULL,
                             &max_workers, 4, 1, control::kMaxRunners, PGC_SUSET, 0, NULL, NULL,
                             NULL);
+    DefineCustomIntVariable("backfill.max_total_workers",
+                            "Most background workers all backfill jobs of the server use at once; "
+                            "jobs beyond them queue.",
+                            NULL, &pool::max_total_workers, 8, 1, 1024, PGC_SIGHUP, 0,
+                            NULL, NULL, NULL);
     MarkGUCPrefixReserved("backfill");
     if (process_shared_preload_libraries_in_progress)
         launcher::register_at_startup();
@@ -233,11 +248,19 @@ Datum backfill_run(PG_FUNCTION_ARGS) {
                               "statement_timeout is shorter than max_duration",
                               "statement_timeout covers the whole CALL, so it would cancel a "
                               "task half-way.",
-                              "SET statement_timeout = 0 before the CALL, or give a "
+                              "SET statement_timeout = 0 before the CALL (under pg_cron: ALTER "
+                              "ROLE ... IN DATABASE ... SET statement_timeout = 0), or give a "
                               "max_duration shorter than statement_timeout.");
         guc::pop(level);
         (void)job;
         std::string state = runner::run(id, limits, runner::Origin::call);
+        if (state == "failed")  // a scheduler (pg_cron) records the run as failed, not succeeded
+            throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                              pg::fmt("backfill job %1% failed", id),
+                              last_error(id),
+                              pg::fmt("Fix the cause, then SELECT backfill_resume(%1%) and run "
+                                      "it again.",
+                                      id));
         pg::call([&] {
             ereport(NOTICE, (errmsg("backfill job %lld is %s", (long long)id, state.c_str())));
         });
