@@ -74,14 +74,18 @@ SELECT p.relname, b.n = (xpath('/row/n/text()', query_to_xml(format(
   FROM parts p JOIN parts_before b USING (relname) ORDER BY 1;
 SELECT count(*) AS made_names_left FROM made_names;
 
--- 3. a table already holding the shadow's name: the task stops, saying so, nothing changes;
---    once it is gone, resume finishes the job
+-- 3. a table already holding the shadow's name: a start refuses it; made after the start, the
+--    task stops, saying so, nothing changes; once it is gone, resume finishes the job
 SELECT last_value + 1 AS next_job FROM backfill.jobs_id_seq \gset
 SELECT format('CREATE TABLE %I.%I (planted int)', 'Sch "Q" Größe', 'bf_shadow_' || :next_job || '_1') \gexec
+SELECT backfill_start('"Sch ""Q"" Größe"."Events ""2024"" 日付"', '2024-01-01', '2024-05-01',
+       '"Sch ""Q"" Größe"."Src ""Table"""', background => false);
+SELECT format('DROP TABLE %I.%I', 'Sch "Q" Größe', 'bf_shadow_' || :next_job || '_1') \gexec
 SELECT backfill_start('"Sch ""Q"" Größe"."Events ""2024"" 日付"', '2024-01-01', '2024-05-01',
        'SELECT "Id ""x""", "日付", "Größe" + 1 AS "Größe", ''q'' AS "Mixed Case"
           FROM "Sch ""Q"" Größe"."Src ""Table"""
          WHERE "日付" >= $1 AND "日付" < $2', background => false) AS job \gset
+SELECT format('CREATE TABLE %I.%I (planted int)', 'Sch "Q" Größe', 'bf_shadow_' || :job || '_1') \gexec
 CALL backfill_run(:job);
 SELECT state, tasks_done, last_error FROM backfill_status(:job);
 SELECT count(*) FILTER (WHERE p.oid = b.oid) AS unchanged_partitions FROM parts p JOIN parts_before b USING (relname);
@@ -97,11 +101,10 @@ SELECT count(*) AS made_names_left FROM made_names;
 
 -- 4. a table already holding the name the kept old partition would get: that task's swap
 --    stops, saying so, its partition as it was; once the table is gone, resume finishes
-SELECT last_value + 1 AS next_job FROM backfill.jobs_id_seq \gset
-SELECT format('CREATE TABLE %I.%I (planted int)', 'Sch "Q" Größe', 'Part "Feb"_bf' || :next_job) \gexec
 CREATE TABLE parts_mid AS SELECT relname, oid FROM parts;
 SELECT backfill_start('"Sch ""Q"" Größe"."Events ""2024"" 日付"', '2024-01-01', '2024-05-01',
        '"Sch ""Q"" Größe"."Src ""Table"""', keep_old => true, background => false) AS job \gset
+SELECT format('CREATE TABLE %I.%I (planted int)', 'Sch "Q" Größe', 'Part "Feb"_bf' || :job) \gexec
 CALL backfill_run(:job);
 SELECT state, tasks_done, last_error FROM backfill_status(:job);
 SELECT partition, state, error FROM backfill_tasks(:job);

@@ -109,6 +109,16 @@ SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', background => fa
 SELECT backfill_start('m', '2024-02-01', '2024-04-01', 'm_src', background => false);
 SELECT backfill_cancel(:job);
 
+-- a relation already under a name the job would give: its shadow, or the replaced partition
+SELECT last_value + 1 AS next_job FROM backfill.jobs_id_seq \gset
+SELECT format('CREATE TABLE %I (planted int)', 'bf_shadow_' || :next_job || '_2') \gexec
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', background => false);
+SELECT format('DROP TABLE %I', 'bf_shadow_' || :next_job || '_2') \gexec
+SELECT last_value + 1 AS next_job FROM backfill.jobs_id_seq \gset
+SELECT format('CREATE TABLE %I (planted int)', 'm_01_bf' || :next_job) \gexec
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', background => false);
+SELECT format('DROP TABLE %I', 'm_01_bf' || :next_job) \gexec
+
 -- nothing was changed by any refusal
 SELECT state, count(*) FROM backfill.jobs WHERE target_name = 'public.m' GROUP BY state;
 SELECT count(*) AS shadows FROM pg_class WHERE relname LIKE 'bf\_shadow\_%';

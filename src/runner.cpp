@@ -659,6 +659,8 @@ std::string Run::loop() {
                 pending = control::has_tasks_left(id_, false);
                 unfinished = control::has_tasks_left(id_, true);
             });
+        if (!next && pending && !out_of_tasks && !out_of_time)
+            continue;  // another runner's claim held the task a moment: claim again
         if (!next && pending) {  // a limit ended this slice
             book([&] {
                 control::set_job_state(id_, "pending");

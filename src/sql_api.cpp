@@ -14,6 +14,7 @@
 #include "source.hpp"
 #include "spi.hpp"
 #include "sql_support.hpp"
+#include "task.hpp"
 #include "throttle.hpp"
 #include "txn.hpp"
 
@@ -85,6 +86,26 @@ std::string last_error(int64 job) {
     return text.value_or("no error was recorded");
 }
 
+// A relation already under a name a task will give (its shadow, the replaced partition) would
+// fail that task later: refuse now, while the whole start rolls back.
+void refuse_taken_names(int64 job) {
+    for (const control::Task &t : control::load_tasks(job))
+        for (const std::string &name : {task::shadow_name(t), task::kept_name(t)}) {
+            bool taken = spi::scalar("SELECT 1 FROM pg_catalog.pg_class c "
+                                     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                                     "WHERE n.nspname = $1 AND c.relname = $2",
+                                     {spi::text_param(t.schema), spi::text_param(name)})
+                             .has_value();
+            if (taken)
+                throw pg::Failure(ERRCODE_DUPLICATE_TABLE,
+                                  pg::fmt("relation %1% already exists",
+                                          spi::qualified(t.schema, name)),
+                                  pg::fmt("The job would use that name for partition %1%.",
+                                          t.qualified()),
+                                  "Rename or drop that relation, then start the job again.");
+        }
+}
+
 int64 start(const Args &args) {
     args.require(0, "target");
     args.require(3, "source");
@@ -111,15 +132,23 @@ int64 start(const Args &args) {
     if (interval_ms(o.swap_wait) < interval_ms(o.lock_timeout))
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           pg::fmt("swap_wait (%1%) must be at least lock_timeout (%2%)",
-                                  o.swap_wait, o.lock_timeout));
+                                  o.swap_wait, o.lock_timeout),
+                          "swap_wait is the total time a swap keeps retrying, each attempt "
+                          "waiting up to lock_timeout.",
+                          "Raise swap_wait or lower lock_timeout.");
     if (o.workers < 1)
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                          pg::fmt("workers must be at least 1, not %1%", o.workers));
+                          pg::fmt("workers must be at least 1, not %1%", o.workers), "",
+                          "Give the number of partitions to build at the same time; 1 builds "
+                          "them one after the other.");
     o.workers = affordable_workers(o.workers, (int)target.partitions.size(), o.background);
     if (o.concurrent_writes != "retry" && o.concurrent_writes != "ignore")
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           pg::fmt("concurrent_writes must be 'retry' or 'ignore', not '%1%'",
-                                  o.concurrent_writes));
+                                  o.concurrent_writes),
+                          "",
+                          "'retry' rebuilds a partition written to during its build; 'ignore' "
+                          "does not and can lose those writes.");
     o.max_rows_per_second =
         throttle::checked_option("max_rows_per_second", args.text(11), caller_path);
     o.max_replication_lag =
@@ -152,6 +181,7 @@ int64 start(const Args &args) {
             throw;
         another_job_on_target(target.oid, target.qualified());  // reads a fresh snapshot
     }
+    refuse_taken_names(id);
     guc::pop(level);
     if (o.background)
         for (int i = 0; i < o.workers; i++)
@@ -232,7 +262,8 @@ Datum backfill_run(PG_FUNCTION_ARGS) {
             int32 max_tasks = args.int4(1, "max_tasks");
             if (max_tasks < 1)
                 throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                                  pg::fmt("max_tasks must be at least 1, not %1%", max_tasks));
+                                  pg::fmt("max_tasks must be at least 1, not %1%", max_tasks),
+                                  "", "Leave max_tasks NULL to run every pending task.");
             limits.max_tasks = max_tasks;
         }
         if (!args.null(2)) {

@@ -124,7 +124,11 @@ Datum backfill_pause(PG_FUNCTION_ARGS) {
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                                   pg::fmt("backfill job %1% is %2%; only a pending or running "
                                           "job can be paused",
-                                          id, job.state));
+                                          id, job.state),
+                                  "", is_terminal(job.state)
+                                          ? "It has ended: there is nothing to pause."
+                                          : "It is paused already; backfill_resume(job) "
+                                            "continues it.");
             control::set_job_state(id, "paused");
             for (int pid : control::runner_pids(id))
                 launch::signal_runner_at_commit(pid, false);
@@ -162,7 +166,9 @@ Datum backfill_cancel(PG_FUNCTION_ARGS) {
             control::Job job = job_for_caller(id);
             if (job.state == "done" || job.state == "cancelled")
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                                  pg::fmt("backfill job %1% is already %2%", id, job.state));
+                                  pg::fmt("backfill job %1% is already %2%", id, job.state),
+                                  "", "There is nothing to cancel. A done job with kept "
+                                      "partitions is undone with backfill_rollback(job).");
             control::set_job_state(id, "cancelled");
             std::vector<int> pids = control::runner_pids(id);
             for (int pid : pids)
@@ -185,7 +191,9 @@ Datum backfill_set(PG_FUNCTION_ARGS) {
             control::Job job = job_for_caller(id);
             if (job.state == "done" || job.state == "cancelled")
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                                  pg::fmt("backfill job %1% is %2%", id, job.state));
+                                  pg::fmt("backfill job %1% is %2%", id, job.state), "",
+                                  "Only a job that has not ended takes new options; start a new "
+                                  "job with backfill_start.");
             set_option(job, option, value);
             for (int pid : control::runner_pids(id))
                 launch::signal_runner_at_commit(pid, false);

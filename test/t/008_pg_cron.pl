@@ -103,7 +103,8 @@ my $job = $node->safe_psql('postgres',
 my $status_before = status_of($job);
 my $tasks_before = $node->safe_psql('postgres',
 	"SELECT partition, state, attempts, coalesce(started_at::text, '-') FROM backfill_tasks($job) ORDER BY 1");
-is($status_before, 'pending|0|0|-', "job $job (background => false) is pending");
+is($status_before, 'pending|0|0|the next CALL backfill_run',
+	"job $job (background => false) is pending, waiting for a CALL");
 
 my ($ret, $out, $err) = $node->psql(
 	'postgres', qq{SET statement_timeout = '1s';
