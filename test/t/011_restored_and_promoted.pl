@@ -99,7 +99,7 @@ sub current_timeline
 
 # What a server that is not the one the job was started on must show, once its launcher has run
 # (recovery ended): the job paused with the reason, the identity that differs, and for
-# $quiet seconds nothing that runs it. Returns the job's tasks as they were then.
+# 4 seconds nothing that runs it. Returns the job's tasks as they were then ("no state attempts").
 sub check_not_resumed
 {
 	my ($node, $job, $what, $log_offset) = @_;
