@@ -234,9 +234,14 @@ void set_option(int64 id, const std::string &option, const spi::Text &value) {
 }
 
 void job_started(int64 id) {
+    // A job run here belongs to this server from now on: one resumed by hand on a restored
+    // backup or a promoted standby is resumed by the launcher after that server's next restart.
+    compat::ServerIdentity here = compat::server_identity();
     run("UPDATE backfill.jobs SET state = 'running', interrupted = false, waiting_on = NULL, "
-        "last_error = NULL, started_at = coalesce(started_at, clock_timestamp()) WHERE id = $1",
-        {spi::bigint_param(id)});
+        "last_error = NULL, started_at = coalesce(started_at, clock_timestamp()), "
+        "system_identifier = $2::numeric, timeline = $3::int WHERE id = $1",
+        {spi::bigint_param(id), spi::text_param(std::to_string(here.system_identifier)),
+         spi::bigint_param(here.timeline)});
 }
 
 void finish_job(int64 id, const std::string &state, const spi::Text &last_error) {

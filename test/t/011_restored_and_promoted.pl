@@ -13,7 +13,7 @@
 #    is paused there with the same reason, and nothing runs by itself.
 # 3. On both, backfill_resume finishes the job: done, each task that was done before is not
 #    redone and each other task is done once more, the data equals the source, no shadow, kept
-#    table or orphan data file is left.
+#    table or orphan data file is left; the job is then recorded with that server's identity.
 # 4. The opposite, on the original primary (same system identifier and timeline): started again
 #    after its immediate stop, and then restarted once more mid-way, the launcher resumes the
 #    job by itself each time, and it ends done with no backfill_resume.
@@ -234,6 +234,15 @@ for my $node ($restored, $standby)
 }
 check_resumed($restored, $job, 'restored backup', $restored_tasks);
 check_resumed($standby, $job, 'promoted standby', $standby_tasks);
+# Run there by hand, the job now belongs to that server: its next restart would resume it.
+for my $node ($restored, $standby)
+{
+	is( $node->safe_psql('postgres',
+			"SELECT system_identifier || ' ' || timeline FROM backfill.jobs WHERE id = $job"),
+		$node->safe_psql('postgres', 'SELECT system_identifier FROM pg_control_system()') . ' '
+		  . current_timeline($node),
+		$node->name . ': the resumed job is recorded with this server\'s identifier and timeline');
+}
 
 # =============================================================================================
 # 4. The original primary, same system identifier and timeline: the launcher resumes the job by
