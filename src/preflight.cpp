@@ -68,6 +68,27 @@ void check_ownership(const Target &target, Oid run_as) {
                                   spi::ident(*schemas.rows[0][0]), *schemas.rows[0][1]));
 }
 
+// Each new partition and its indexes go to the old ones' tablespaces, created with the job's
+// rights: without CREATE there, every task would fail at its shadow or index step.
+void check_tablespaces(const Target &target, Oid run_as) {
+    spi::Result spaces = spi::exec(
+        "SELECT DISTINCT t.spcname, $2::pg_catalog.regrole::text FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_tablespace t ON t.oid OPERATOR(pg_catalog.=) c.reltablespace "
+        "WHERE (c.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) "
+        "       OR c.oid OPERATOR(pg_catalog.=) ANY (SELECT i.indexrelid FROM pg_catalog.pg_index i "
+        "           WHERE i.indrelid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]))) "
+        "AND NOT pg_catalog.has_tablespace_privilege($2, t.oid, 'CREATE') ORDER BY 1",
+        {spi::text_param(oid_array(target, false)), spi::oid_param(run_as)});
+    if (!spaces.rows.empty())
+        throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                          pg::fmt("permission denied for tablespace %1%",
+                                  spi::ident(*spaces.rows[0][0])),
+                          "backfill creates each new partition and its indexes in the old ones' "
+                          "tablespaces, with the rights of the role that starts the job.",
+                          pg::fmt("GRANT CREATE ON TABLESPACE %1% TO %2%;",
+                                  spi::ident(*spaces.rows[0][0]), *spaces.rows[0][1]));
+}
+
 // Whether the default partition's constraints already exclude the bound of `part`, so that
 // ATTACH need not scan it. The same test ATTACH itself makes.
 bool default_excludes(Oid parent, Oid default_part, Oid part) {
@@ -193,6 +214,7 @@ void check_publications(const Target &target) {
 
 void check_startable(const Target &target, Oid run_as, bool ignore_publications) {
     check_ownership(target, run_as);
+    check_tablespaces(target, run_as);
     check_default_partition(target);
     check_referencing_foreign_keys(target);
     check_dependents(target);
