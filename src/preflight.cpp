@@ -210,6 +210,30 @@ void check_publications(const Target &target) {
                           "rows, or backfill the subscribers separately.");
 }
 
+// With ignore_publications, each swap moves the partition's own publication memberships to its
+// replacement, which only the publication's owner may do: refused now, not at the first swap.
+void check_publication_owners(const Target &target, Oid run_as) {
+    spi::Result pubs = spi::exec(
+        "SELECT p.pubname, r.prrelid::pg_catalog.regclass::text, p.pubowner::pg_catalog.regrole::text, "
+        "       $2::pg_catalog.regrole::text "
+        "FROM pg_catalog.pg_publication_rel r "
+        "JOIN pg_catalog.pg_publication p ON p.oid OPERATOR(pg_catalog.=) r.prpubid "
+        "WHERE r.prrelid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) "
+        "AND NOT pg_catalog.pg_has_role($2, p.pubowner, 'USAGE') ORDER BY 1, 2",
+        {spi::text_param(oid_array(target, false)), spi::oid_param(run_as)});
+    if (pubs.rows.empty())
+        return;
+    const spi::Row &p = pubs.rows[0];
+    throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                      pg::fmt("must be owner of publication %1% to backfill %2%",
+                              spi::ident(*p[0]), *p[1]),
+                      pg::fmt("%1% is a member of the publication; its replacement joins it "
+                              "with ALTER PUBLICATION, which only the publication's owner may do.",
+                              *p[1]),
+                      pg::fmt("Start the job as a member of the publication's owner: GRANT %1% TO %2%;",
+                              *p[2], *p[3]));
+}
+
 }  // namespace
 
 void check_startable(const Target &target, Oid run_as, bool ignore_publications) {
@@ -220,6 +244,8 @@ void check_startable(const Target &target, Oid run_as, bool ignore_publications)
     check_dependents(target);
     if (!ignore_publications)
         check_publications(target);
+    else
+        check_publication_owners(target, run_as);
 }
 
 }  // namespace plan

@@ -305,6 +305,9 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
                          .rows.at(0);
     spi::Result indexes = partition_indexes(oid);
     std::string replica_identity = carry_over::replica_identity(oid);
+    std::vector<std::string> publication_moves = carry_over::publication_moves(
+        oid, relation_oid(qualified(t.schema, incoming.table)).value_or("0"),
+        qualified(t.schema, outgoing.table), t.qualified());
     std::string target = spi::scalar("SELECT $1::oid::regclass::text",
                                      {spi::oid_param(job.target)})
                              .value();
@@ -338,6 +341,9 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
     if (!replica_identity.empty())
         spi::exec("ALTER TABLE " + t.qualified() + " REPLICA IDENTITY " + replica_identity);
     spi::exec("ALTER TABLE " + t.qualified() + " OWNER TO " + ident(*facts[1]));
+    // In the swap's transaction, so that no commit leaves the partition outside its publications.
+    for (const std::string &statement : publication_moves)
+        spi::exec(statement);
 }
 
 Side shadow_side(const Task &t) {
