@@ -25,7 +25,7 @@ std::string replica_identity(const std::string &partition_oid);
 // table replacing the partition (`incoming`, the relation `incoming_oid` before its rename) a
 // member of exactly the publications the partition itself is a member of, with the same column
 // lists and row filters, and take the partition, detached as `outgoing`, out of them (a kept
-// table would otherwise be published under its new name). Read before the swap begins.
+// table would otherwise be published under its new name).
 std::vector<std::string> publication_moves(const std::string &partition_oid,
                                            const std::string &incoming_oid,
                                            const std::string &outgoing,

@@ -305,9 +305,6 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
                          .rows.at(0);
     spi::Result indexes = partition_indexes(oid);
     std::string replica_identity = carry_over::replica_identity(oid);
-    std::vector<std::string> publication_moves = carry_over::publication_moves(
-        oid, relation_oid(qualified(t.schema, incoming.table)).value_or("0"),
-        qualified(t.schema, outgoing.table), t.qualified());
     std::string target = spi::scalar("SELECT $1::oid::regclass::text",
                                      {spi::oid_param(job.target)})
                              .value();
@@ -327,6 +324,10 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
                           "the partition was written to while its shadow was built",
                           "Those writes are not in the shadow; it will be rebuilt.",
                           "Pass concurrent_writes => 'ignore' only for partitions nobody writes.");
+    // Read under the DETACH's lock, which an ALTER PUBLICATION of the partition waits for.
+    std::vector<std::string> publication_moves = carry_over::publication_moves(
+        oid, relation_oid(qualified(t.schema, incoming.table)).value_or("0"),
+        qualified(t.schema, outgoing.table), t.qualified());
     spi::exec("ALTER TABLE " + t.qualified() + " RENAME TO " + ident(outgoing.table));
     for (size_t n = 0; n < indexes.rows.size(); n++)
         spi::exec("ALTER INDEX " + qualified(t.schema, *indexes.rows[n][0]) + " RENAME TO " +
