@@ -1,13 +1,14 @@
 -- The new partition is the old one, corrected: what belongs to the partition rather than its
--- parent carries over (indexes, constraints, foreign keys, defaults, owner, grants, storage
--- options), and the parent's foreign keys arrive validated before the swap.
+-- parent carries over (indexes and their tablespaces, constraints, foreign keys, defaults, owner,
+-- grants, storage options, publication memberships), and the parent's foreign keys arrive
+-- validated before the swap. A rollback brings the old partitions back with all of it.
 SET client_min_messages = warning;
 SELECT setval('backfill.jobs_id_seq', 5000) AS job_ids_from; -- job ids in messages do not depend on test order
 CREATE ROLE bf_part_owner;
 CREATE ROLE bf_reader;
 CREATE TABLE co_cust (id int PRIMARY KEY);
 INSERT INTO co_cust SELECT generate_series(1, 50);
-CREATE TABLE co (id int NOT NULL, day date NOT NULL, cust int REFERENCES co_cust, amount int,
+CREATE TABLE co (id int NOT NULL, gone int, day date NOT NULL, cust int REFERENCES co_cust, amount int,
                  note text DEFAULT 'parent default', PRIMARY KEY (id, day))
   PARTITION BY RANGE (day);
 CREATE TABLE co_01 PARTITION OF co FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')
@@ -15,6 +16,8 @@ CREATE TABLE co_01 PARTITION OF co FOR VALUES FROM ('2024-01-01') TO ('2024-02-0
 CREATE UNLOGGED TABLE co_02 PARTITION OF co FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
 CREATE INDEX co_amount ON co (amount);
 CREATE INDEX co_01_local_note ON co_01 (note) WHERE note IS NOT NULL;
+-- the partitions keep the dropped column: their attribute numbers differ from a new table's
+ALTER TABLE co DROP COLUMN gone;
 ALTER TABLE co_01 ADD CONSTRAINT co_01_positive CHECK (amount > 0);
 ALTER TABLE co_01 ADD CONSTRAINT co_01_cust_local FOREIGN KEY (cust) REFERENCES co_cust ON DELETE CASCADE;
 ALTER TABLE co_01 ADD CONSTRAINT co_01_unique_amount UNIQUE (amount);
@@ -42,6 +45,24 @@ ALTER TABLE co_02 REPLICA IDENTITY FULL;
 COMMENT ON TABLE co_01 IS 'January, corrected';
 ALTER TABLE co_01 ALTER COLUMN amount SET STATISTICS 500;
 GRANT SELECT (id, amount) ON co_02 TO bf_reader;
+-- indexes in another tablespace: a partition's own, its copy of a parent's, constraint-backed
+SET allow_in_place_tablespaces = on;
+CREATE TABLESPACE bf_co_space LOCATION '';
+RESET allow_in_place_tablespaces;
+ALTER INDEX co_01_local_note SET TABLESPACE bf_co_space;
+ALTER INDEX co_01_amount_idx SET TABLESPACE bf_co_space;
+ALTER INDEX co_01_unique_amount SET TABLESPACE bf_co_space;
+ALTER INDEX co_02_pkey SET TABLESPACE bf_co_space;
+ALTER TABLE co_01 ADD CONSTRAINT co_01_one_id EXCLUDE USING btree (id WITH =)
+  USING INDEX TABLESPACE bf_co_space WHERE (amount > 100) DEFERRABLE;
+-- publication memberships of the partitions themselves, with a column list and a row filter;
+-- a schema's publication covers any table in it
+-- (co_02 is unlogged: no publication takes it)
+SET client_min_messages = error; -- no warning that wal_level is not logical
+CREATE PUBLICATION bf_co_cols FOR TABLE co_01 (day, id, amount) WHERE (id > 10 AND day <> '2024-01-05');
+CREATE PUBLICATION bf_co_plain FOR TABLE co_01;
+CREATE PUBLICATION bf_co_schema FOR TABLES IN SCHEMA public;
+SET client_min_messages = warning;
 CREATE TABLE co_src AS SELECT id, day, cust, amount + 1000 AS amount FROM co;
 
 -- what belongs to a partition, as text, to compare before and after
@@ -73,14 +94,29 @@ LANGUAGE sql AS $$
                 FROM pg_index WHERE indrelid = rel AND indisreplident
     UNION ALL SELECT 'statistics target', attname || ' ' || attstattarget
                 FROM pg_attribute WHERE attrelid = rel AND attnum > 0 AND attstattarget >= 0
+                 AND NOT attisdropped
     UNION ALL SELECT 'column grants', attname || ' ' || attacl::text
                 FROM pg_attribute WHERE attrelid = rel AND attacl IS NOT NULL
+    UNION ALL SELECT 'index tablespace', ic.relname || ' ' || coalesce(t.spcname, '-')
+                FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                LEFT JOIN pg_tablespace t ON t.oid = ic.reltablespace WHERE i.indrelid = rel
+    UNION ALL SELECT 'publication member', p.pubname || ' columns '
+                     || coalesce((SELECT string_agg(a.attname, ',' ORDER BY a.attname)
+                                  FROM pg_attribute a WHERE a.attrelid = r.prrelid
+                                   AND a.attnum = ANY (r.prattrs::int2[])), '-')
+                     || ' where ' || coalesce(pg_get_expr(r.prqual, r.prrelid), '-')
+                FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+               WHERE r.prrelid = rel
+    UNION ALL SELECT 'published', pubname || ' ' || attnames::text || ' ' || coalesce(rowfilter, '-')
+                FROM pg_publication_tables
+               WHERE (quote_ident(schemaname) || '.' || quote_ident(tablename))::regclass = rel
 $$;
 CREATE TEMP TABLE before AS
   SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
          LATERAL partition_properties(p.relname::regclass) pp;
 
-SELECT backfill_start('co', '2024-01-01', '2024-03-01', 'co_src', background => false) AS job \gset
+SELECT backfill_start('co', '2024-01-01', '2024-03-01', 'co_src', background => false,
+                      keep_old => true, ignore_publications => true) AS job \gset
 CALL backfill_run(:job);
 SELECT partition, state, rows_before, rows_after FROM backfill_tasks(:job);
 
@@ -102,10 +138,31 @@ SELECT count(*) AS audited FROM co_audit;
 -- and they are enforced
 INSERT INTO co VALUES (1000, '2024-01-10', 999, 5);
 INSERT INTO co VALUES (1001, '2024-01-10', 1, -5);
+-- the kept partitions are in no publication of their own (they would be published under their
+-- new names); the new ones are
+SELECT c.relname, count(r.prpubid) AS publications
+  FROM pg_class c LEFT JOIN pg_publication_rel r ON r.prrelid = c.oid
+ WHERE c.relname IN ('co_01', 'co_02', 'co_01_bf5001', 'co_02_bf5001') GROUP BY 1 ORDER BY 1;
+-- rolled back, the old partitions are back with all their properties, memberships included
+SELECT backfill_rollback(:job);
+CALL backfill_run(:job);
+SELECT state, last_error FROM backfill_status(:job);
+(SELECT * FROM before EXCEPT
+ SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
+        LATERAL partition_properties(p.relname::regclass) pp)
+UNION ALL
+(SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
+        LATERAL partition_properties(p.relname::regclass) pp
+ EXCEPT SELECT * FROM before);
+SELECT count(*) AS corrected_rows FROM (SELECT id, day, cust, amount FROM co INTERSECT SELECT * FROM co_src) d;
+SELECT pubname, prrelid::regclass FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+ WHERE p.pubname LIKE 'bf_co_%' ORDER BY 1, 2;
 -- the extension's tables are dumped with the database
 SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'backfill' ORDER BY 1;
 
 DROP TABLE co, co_src, co_cust, co_audit;
+DROP PUBLICATION bf_co_cols, bf_co_plain, bf_co_schema;
+DROP TABLESPACE bf_co_space;
 DROP FUNCTION co_audit_row();
 DROP FUNCTION partition_properties(regclass);
 DROP ROLE bf_part_owner, bf_reader;

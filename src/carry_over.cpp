@@ -1,9 +1,11 @@
 // What belongs to a partition rather than its parent, copied from the old partition to its
 // shadow: its own triggers, row-level security and policies, comment, column statistics targets
-// and column grants (see carry_over.hpp).
+// and column grants, its publication memberships (see carry_over.hpp).
 #include "carry_over.hpp"
 
 #include "spi.hpp"
+
+#include <map>
 
 namespace carry_over {
 
@@ -98,6 +100,27 @@ void copy_comment_and_columns(const std::string &oid, const std::string &shadow)
                   (*g[3] == "t" ? " WITH GRANT OPTION" : ""));
 }
 
+// The relation's explicit publication memberships: publication name -> what follows the table
+// name in ALTER PUBLICATION ... ADD TABLE (column list by name, since a replacement's attribute
+// numbers differ where the old table has dropped columns; row filter).
+std::map<std::string, std::string> memberships(const std::string &oid) {
+    spi::Result rows = spi::exec(
+        "SELECT p.pubname, "
+        "  COALESCE(' (' || (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), "
+        "                                                 ', ' ORDER BY a.attname) "
+        "     FROM pg_catalog.pg_attribute a "
+        "     WHERE a.attrelid = r.prrelid "
+        "       AND a.attnum OPERATOR(pg_catalog.=) ANY (r.prattrs::pg_catalog.int2[])) || ')', '') "
+        "  || COALESCE(' WHERE (' || pg_catalog.pg_get_expr(r.prqual, r.prrelid) || ')', '') "
+        "FROM pg_catalog.pg_publication_rel r "
+        "JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid WHERE r.prrelid = $1",
+        {oid_of(oid)});
+    std::map<std::string, std::string> out;
+    for (const spi::Row &m : rows.rows)
+        out[*m[0]] = *m[1];
+    return out;
+}
+
 }  // namespace
 
 void table_grants(const std::string &partition_oid, const std::string &shadow) {
@@ -133,6 +156,31 @@ std::string replica_identity(const std::string &partition_oid) {
     if (kind == "i" && r[1])
         return "USING INDEX " + ident(*r[1]);
     return "";
+}
+
+std::vector<std::string> publication_moves(const std::string &partition_oid,
+                                           const std::string &incoming_oid,
+                                           const std::string &outgoing,
+                                           const std::string &incoming) {
+    std::map<std::string, std::string> wanted = memberships(partition_oid);
+    std::map<std::string, std::string> present = memberships(incoming_oid);
+    std::vector<std::string> statements;
+    for (const auto &m : wanted) {
+        statements.push_back("ALTER PUBLICATION " + ident(m.first) + " DROP TABLE " + outgoing);
+        auto same = present.find(m.first);
+        if (same != present.end() && same->second == m.second)
+            continue;  // already a member, as the partition is
+        if (same != present.end())
+            statements.push_back("ALTER PUBLICATION " + ident(m.first) + " DROP TABLE " +
+                                 incoming);
+        statements.push_back("ALTER PUBLICATION " + ident(m.first) + " ADD TABLE " + incoming +
+                             m.second);
+    }
+    for (const auto &m : present)
+        if (!wanted.count(m.first))
+            statements.push_back("ALTER PUBLICATION " + ident(m.first) + " DROP TABLE " +
+                                 incoming);
+    return statements;
 }
 
 }  // namespace carry_over

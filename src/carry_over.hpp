@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace carry_over {
 
@@ -19,5 +20,15 @@ void after_load(const std::string &partition_oid, const std::string &partition,
 // The partition's REPLICA IDENTITY clause ("" for the default), applied once the new partition
 // carries the old index names.
 std::string replica_identity(const std::string &partition_oid);
+
+// ALTER PUBLICATION statements, run in the swap's transaction after the ATTACH, that make the
+// table replacing the partition (`incoming`, the relation `incoming_oid` before its rename) a
+// member of exactly the publications the partition itself is a member of, with the same column
+// lists and row filters, and take the partition, detached as `outgoing`, out of them (a kept
+// table would otherwise be published under its new name).
+std::vector<std::string> publication_moves(const std::string &partition_oid,
+                                           const std::string &incoming_oid,
+                                           const std::string &outgoing,
+                                           const std::string &incoming);
 
 }  // namespace carry_over

@@ -68,6 +68,27 @@ void check_ownership(const Target &target, Oid run_as) {
                                   spi::ident(*schemas.rows[0][0]), *schemas.rows[0][1]));
 }
 
+// Each new partition and its indexes go to the old ones' tablespaces, created with the job's
+// rights: without CREATE there, every task would fail at its shadow or index step.
+void check_tablespaces(const Target &target, Oid run_as) {
+    spi::Result spaces = spi::exec(
+        "SELECT DISTINCT t.spcname, $2::pg_catalog.regrole::text FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_tablespace t ON t.oid OPERATOR(pg_catalog.=) c.reltablespace "
+        "WHERE (c.oid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) "
+        "       OR c.oid OPERATOR(pg_catalog.=) ANY (SELECT i.indexrelid FROM pg_catalog.pg_index i "
+        "           WHERE i.indrelid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]))) "
+        "AND NOT pg_catalog.has_tablespace_privilege($2, t.oid, 'CREATE') ORDER BY 1",
+        {spi::text_param(oid_array(target, false)), spi::oid_param(run_as)});
+    if (!spaces.rows.empty())
+        throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                          pg::fmt("permission denied for tablespace %1%",
+                                  spi::ident(*spaces.rows[0][0])),
+                          "backfill creates each new partition and its indexes in the old ones' "
+                          "tablespaces, with the rights of the role that starts the job.",
+                          pg::fmt("GRANT CREATE ON TABLESPACE %1% TO %2%;",
+                                  spi::ident(*spaces.rows[0][0]), *spaces.rows[0][1]));
+}
+
 // Whether the default partition's constraints already exclude the bound of `part`, so that
 // ATTACH need not scan it. The same test ATTACH itself makes.
 bool default_excludes(Oid parent, Oid default_part, Oid part) {
@@ -189,15 +210,42 @@ void check_publications(const Target &target) {
                           "rows, or backfill the subscribers separately.");
 }
 
+// With ignore_publications, each swap moves the partition's own publication memberships to its
+// replacement, which only the publication's owner may do: refused now, not at the first swap.
+void check_publication_owners(const Target &target, Oid run_as) {
+    spi::Result pubs = spi::exec(
+        "SELECT p.pubname, r.prrelid::pg_catalog.regclass::text, p.pubowner::pg_catalog.regrole::text, "
+        "       $2::pg_catalog.regrole::text "
+        "FROM pg_catalog.pg_publication_rel r "
+        "JOIN pg_catalog.pg_publication p ON p.oid OPERATOR(pg_catalog.=) r.prpubid "
+        "WHERE r.prrelid OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) "
+        "AND NOT pg_catalog.pg_has_role($2, p.pubowner, 'USAGE') ORDER BY 1, 2",
+        {spi::text_param(oid_array(target, false)), spi::oid_param(run_as)});
+    if (pubs.rows.empty())
+        return;
+    const spi::Row &p = pubs.rows[0];
+    throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                      pg::fmt("must be owner of publication %1% to backfill %2%",
+                              spi::ident(*p[0]), *p[1]),
+                      pg::fmt("%1% is a member of the publication; its replacement joins it "
+                              "with ALTER PUBLICATION, which only the publication's owner may do.",
+                              *p[1]),
+                      pg::fmt("Start the job as a member of the publication's owner: GRANT %1% TO %2%;",
+                              *p[2], *p[3]));
+}
+
 }  // namespace
 
 void check_startable(const Target &target, Oid run_as, bool ignore_publications) {
     check_ownership(target, run_as);
+    check_tablespaces(target, run_as);
     check_default_partition(target);
     check_referencing_foreign_keys(target);
     check_dependents(target);
     if (!ignore_publications)
         check_publications(target);
+    else
+        check_publication_owners(target, run_as);
 }
 
 }  // namespace plan

@@ -65,12 +65,15 @@ std::string partition_oid(const Job &job, const Task &t) {
     return *oid;
 }
 
-// The partition's indexes in a stable order, with the constraint each one backs, if any.
+// The partition's indexes in a stable order, with the constraint each one backs, if any, and
+// the tablespace each one is in ("" for the database's default).
 spi::Result partition_indexes(const std::string &oid) {
     return spi::exec(
         "SELECT ic.relname, pg_catalog.pg_get_indexdef(i.indexrelid), i.indisunique, "
-        "       con.contype, pg_catalog.pg_get_constraintdef(con.oid) "
+        "       con.contype, pg_catalog.pg_get_constraintdef(con.oid), "
+        "       COALESCE(ts.spcname, '') "
         "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid "
+        "LEFT JOIN pg_catalog.pg_tablespace ts ON ts.oid = ic.reltablespace "
         "LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid "
         "     AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x') "
         "WHERE i.indrelid = $1 ORDER BY ic.relname",
@@ -245,11 +248,15 @@ void build_indexes(const Job &job, const Task &t) {
     for (size_t n = 0; n < indexes.rows.size(); n++) {
         const spi::Row &index = indexes.rows[n];
         std::string name = new_index_name(t, n);
+        // Neither definition names the index's tablespace (and a constraint's clause for it
+        // would go before DEFERRABLE or WHERE): the setting puts the index where the old one is.
+        int level = guc::push({{"default_tablespace", *index[5]}});
         if (index[3])  // backs a PRIMARY KEY, UNIQUE or EXCLUDE constraint: ATTACH needs one too
             spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(name) + " " +
                       *index[4]);
         else
             spi::exec(index_on_shadow(t, index, name));
+        guc::pop(level);
     }
     carry_over::after_load(oid, t.qualified(), shadow);
     spi::exec("ANALYZE " + shadow);
@@ -317,6 +324,10 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
                           "the partition was written to while its shadow was built",
                           "Those writes are not in the shadow; it will be rebuilt.",
                           "Pass concurrent_writes => 'ignore' only for partitions nobody writes.");
+    // Read under the DETACH's lock, which an ALTER PUBLICATION of the partition waits for.
+    std::vector<std::string> publication_moves = carry_over::publication_moves(
+        oid, relation_oid(qualified(t.schema, incoming.table)).value_or("0"),
+        qualified(t.schema, outgoing.table), t.qualified());
     spi::exec("ALTER TABLE " + t.qualified() + " RENAME TO " + ident(outgoing.table));
     for (size_t n = 0; n < indexes.rows.size(); n++)
         spi::exec("ALTER INDEX " + qualified(t.schema, *indexes.rows[n][0]) + " RENAME TO " +
@@ -331,6 +342,9 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
     if (!replica_identity.empty())
         spi::exec("ALTER TABLE " + t.qualified() + " REPLICA IDENTITY " + replica_identity);
     spi::exec("ALTER TABLE " + t.qualified() + " OWNER TO " + ident(*facts[1]));
+    // In the swap's transaction, so that no commit leaves the partition outside its publications.
+    for (const std::string &statement : publication_moves)
+        spi::exec(statement);
 }
 
 Side shadow_side(const Task &t) {
