@@ -250,7 +250,12 @@ void build_indexes(const Job &job, const Task &t) {
         std::string name = new_index_name(t, n);
         // Neither definition names the index's tablespace (and a constraint's clause for it
         // would go before DEFERRABLE or WHERE): the setting puts the index where the old one is.
-        int level = guc::push({{"default_tablespace", *index[5]}});
+        guc::Settings settings = {{"default_tablespace", *index[5]}};
+        // Several workers already keep the cores busy: parallel index builds on top of them
+        // only compete for the same cores.
+        if (job.workers > 1)
+            settings.push_back({"max_parallel_maintenance_workers", "0"});
+        int level = guc::push(settings);
         if (index[3])  // backs a PRIMARY KEY, UNIQUE or EXCLUDE constraint: ATTACH needs one too
             spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(name) + " " +
                       *index[4]);
