@@ -124,6 +124,7 @@ private:
         std::string why;  // for waiting_on
         double ms;        // before asking again
     };
+    void nap(long ms);
     bool wait_while(const std::function<std::optional<Wait>()> &reason);
     bool sleep(double ms, const std::string &why);
     bool throttle(bool new_task);
@@ -144,6 +145,23 @@ private:
     std::string stop(const std::string &state);
 };
 
+// Sleeps on the latch for up to ms: a pause, cancel or backfill_set wakes it; a SIGTERM or
+// cancel interrupts it; a SIGHUP reloads the configuration.
+void Run::nap(long ms) {
+    txn::in_subtransaction(session_user_, guc::canonical(), [&] {
+        pg::call([&] {
+            (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
+                            PG_WAIT_EXTENSION);
+            ResetLatch(MyLatch);
+            CHECK_FOR_INTERRUPTS();
+            if (ConfigReloadPending) {
+                ConfigReloadPending = false;
+                ProcessConfigFile(PGC_SIGHUP);
+            }
+        });
+    });
+}
+
 // Waits on the latch while `reason` gives a why (shown in waiting_on) and how long to wait
 // before asking again (at most a second, so that a pause or cancel is seen soon); returns false
 // as soon as the job is no longer running.
@@ -162,19 +180,7 @@ bool Run::wait_while(const std::function<std::optional<Wait>()> &reason) {
             book([&] { control::set_waiting_on(id_, wait->why); });
             shown = wait->why;
         }
-        long ms = (long)std::max(1.0, std::min(wait->ms, 1000.0));
-        txn::in_subtransaction(session_user_, guc::canonical(), [&] {
-            pg::call([&] {
-                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
-                                PG_WAIT_EXTENSION);
-                ResetLatch(MyLatch);
-                CHECK_FOR_INTERRUPTS();
-                if (ConfigReloadPending) {
-                    ConfigReloadPending = false;
-                    ProcessConfigFile(PGC_SIGHUP);
-                }
-            });
-        });
+        nap((long)std::max(1.0, std::min(wait->ms, 1000.0)));
     }
     if (shown && running)
         book([&] { control::set_waiting_on(id_, std::nullopt); });
@@ -566,18 +572,7 @@ bool Run::join_pool() {
                                  pool::max_total_workers));
             });
         queued = true;
-        txn::in_subtransaction(session_user_, guc::canonical(), [&] {
-            pg::call([&] {
-                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000,
-                                PG_WAIT_EXTENSION);
-                ResetLatch(MyLatch);
-                CHECK_FOR_INTERRUPTS();
-                if (ConfigReloadPending) {  // backfill.max_total_workers may have changed
-                    ConfigReloadPending = false;
-                    ProcessConfigFile(PGC_SIGHUP);
-                }
-            });
-        });
+        nap(1000);  // a reload may change backfill.max_total_workers
     }
     if (queued)
         book([&] { control::set_waiting_on(id_, std::nullopt); });
