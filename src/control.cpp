@@ -113,12 +113,13 @@ int64 insert_job(const plan::Target &target, const Options &o, bool source_is_qu
         "range_to, source, source_is_query, pause, workers, keep_old, lock_timeout, swap_wait, "
         "concurrent_writes, ignore_publications, background, run_as, login_role, search_path, "
         "system_identifier, timeline, max_rows_per_second, max_replication_lag, run_window, "
-        "throttle_query, waiting_on) "
+        "throttle_query, waiting_on, created_at) "
         "VALUES ($1::oid::regclass, $2, $3, $4::oid::regtype, $5, $6, $7, $8::boolean, "
         "$9::interval, $10::int, $11::boolean, $12::interval, $13::interval, $14, "
         "$15::boolean, $16::boolean, $17::oid::regrole, $18::oid::regrole, $19, $20::numeric, "
         "$21::int, $22::bigint, $23::interval, $24, $25, "
-        "CASE WHEN NOT $16::boolean THEN 'the next CALL backfill_run' END) RETURNING id",
+        "CASE WHEN NOT $16::boolean THEN 'the next CALL backfill_run' END, "
+        "pg_catalog.clock_timestamp()) RETURNING id",  // distinct for jobs of one transaction
         {spi::oid_param(target.oid), spi::text_param(target.qualified()),
          spi::text_param(target.key_column), spi::oid_param(target.key_type),
          spi::text_param(target.range_from), spi::text_param(target.range_to),
@@ -150,7 +151,8 @@ Job load_job(int64 id) {
         "greatest(ceil(extract(epoch FROM lock_timeout) * 1000), 1)::bigint || 'ms', extract(epoch FROM swap_wait) * 1000, concurrent_writes, "
         "background, run_as::oid, login_role::oid, search_path, state, interrupted, workers, "
         "rolling_back, max_rows_per_second, extract(epoch FROM max_replication_lag) * 1000, "
-        "run_window, throttle_query, extract(epoch FROM created_at)::bigint "
+        "run_window, throttle_query, floor(extract(epoch FROM created_at))::bigint, "
+        "(extract(epoch FROM created_at) * 1000000)::bigint % 1000000 "
         "FROM backfill.jobs WHERE id = $1",
         {spi::bigint_param(id)});
     if (r.rows.empty())
@@ -187,6 +189,7 @@ Job load_job(int64 id) {
     job.run_window = row[24];
     job.throttle_query = row[25];
     job.created = (uint32)std::stoll(*row[26]);
+    job.created_us = (uint32)std::stoll(*row[27]);
     return job;
 }
 

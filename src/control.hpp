@@ -45,7 +45,7 @@ struct Job {
     std::string state;
     bool interrupted = false;
     bool rolling_back = false;
-    uint32 created = 0;  // seconds since the epoch
+    uint32 created = 0, created_us = 0;  // seconds since the epoch, and microseconds
     // Throttles; nullopt when not set.
     std::optional<double> max_rows_per_second, max_replication_lag_ms;
     spi::Text run_window, throttle_query;

@@ -21,7 +21,7 @@ void slot_tag(LOCKTAG *tag, int slot) {
 }
 
 void queue_tag(LOCKTAG *tag, const Ticket &t) {
-    SET_LOCKTAG_ADVISORY(*tag, InvalidOid, t.created, (uint32)t.job, kQueueKind);
+    SET_LOCKTAG_ADVISORY(*tag, InvalidOid, t.created, t.micros, kQueueKind);
 }
 
 bool held(const LOCKTAG *tag) {
@@ -38,7 +38,7 @@ bool others_first(const Ticket &t) {
                "SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND granted "
                "AND database = 0 AND objsubid = $3 AND pid <> pg_catalog.pg_backend_pid() "
                "AND (classid::bigint, objid::bigint) < ($1, $2) LIMIT 1",
-               {spi::bigint_param(t.created), spi::bigint_param((uint32)t.job),
+               {spi::bigint_param(t.created), spi::bigint_param(t.micros),
                 spi::bigint_param(kQueueKind)})
         .has_value();
 }

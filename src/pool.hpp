@@ -1,7 +1,8 @@
 // The worker pool: the background workers of all jobs on the server share
 // backfill.max_total_workers slots. A worker that finds none free queues; the queue is served in
-// the order the jobs were created, across databases. Slots and queue places are session locks
-// of the server (no database), so they vanish with a worker that dies and show in pg_locks.
+// the order the jobs were created (to the microsecond), across databases. Slots and queue places
+// are session locks of the server (no database), so they vanish with a worker that dies and show
+// in pg_locks.
 #pragma once
 
 #include "pg_bridge.hpp"
@@ -10,10 +11,9 @@ namespace pool {
 
 extern int max_total_workers;  // GUC backfill.max_total_workers
 
-// A queued job's place: when it was created (seconds since the epoch), then its id.
+// A queued job's place: when it was created (seconds since the epoch, and microseconds).
 struct Ticket {
-    uint32 created;
-    int64 job;
+    uint32 created, micros;
 };
 
 // Takes a free slot if no job queued before this one is still waiting; otherwise takes (or

@@ -539,7 +539,7 @@ std::string Run::go() {
 
 void Run::release_slot() {
     if (origin_ == Origin::worker)
-        pool::leave({job_.created, id_}, pool_slot_);
+        pool::leave({job_.created, job_.created_us}, pool_slot_);
     pool_slot_ = -1;
     if (slot_ >= 0)
         control::release_runner(id_, slot_);
@@ -552,7 +552,7 @@ void Run::release_slot() {
 bool Run::join_pool() {
     if (origin_ != Origin::worker)
         return true;
-    pool::Ticket ticket{job_.created, id_};
+    pool::Ticket ticket{job_.created, job_.created_us};
     bool queued = false;
     for (;;) {
         if (stop_requested)
