@@ -95,6 +95,7 @@ SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query =
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query => 'SELECT false; SELECT true');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query => 'DELETE FROM m_src RETURNING true');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query => 'SELECT no_such_column');
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', throttle_query => 'WITH gone AS (DELETE FROM m_src RETURNING 1) SELECT count(*) > 0 FROM gone');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', keep_old => NULL);
 
 -- ownership

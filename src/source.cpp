@@ -8,12 +8,9 @@
 #include <set>
 
 extern "C" {
-#include "executor/spi.h"
 #include "parser/parse_coerce.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
-#include "utils/plancache.h"
-#include "utils/snapmgr.h"
 }
 
 namespace source {
@@ -74,40 +71,19 @@ std::string select_for_partition(const std::string &source, bool is_query,
 }
 
 std::vector<Column> describe(const std::string &select_sql, Oid key_type) {
-    int natts = 0;
-    char **names = nullptr;
-    Oid *types = nullptr;
+    spi::Prepared prepared;
     try {
+        prepared = spi::prepare_only(select_sql, {key_type, key_type});
         pg::call([&] {
-            Oid argtypes[2] = {key_type, key_type};
-            bool pushed = spi::push_snapshot_if_none();
-            SPIPlanPtr plan = SPI_prepare(select_sql.c_str(), 2, argtypes);
-            if (pushed)
-                PopActiveSnapshot();
-            if (!plan)
-                elog(ERROR, "backfill: SPI_prepare failed: %s",
-                     SPI_result_code_string(SPI_result));
-            List *sources = SPI_plan_get_plan_sources(plan);
-            if (list_length(sources) != 1)
+            if (prepared.statements != 1)
                 ereport(ERROR, (errmsg("the source must be a single SELECT")));
-            CachedPlanSource *ps = (CachedPlanSource *)linitial(sources);
-            if (!ps->resultDesc || ps->commandTag != CMDTAG_SELECT)
+            if (!prepared.select)
                 ereport(ERROR, (errmsg("the source must be a SELECT that returns rows")));
-            // WITH ... (DELETE/UPDATE/INSERT ...) SELECT passes as a SELECT here, but would write
-            // to its tables once per task, and cannot run as the subquery a load wraps it in.
-            Query *query = ps->query_list ? linitial_node(Query, ps->query_list) : NULL;
-            if (query && query->hasModifyingCTE)
+            // WITH ... (DELETE/UPDATE/INSERT ...) SELECT passes as a SELECT, but would write to
+            // its tables once per task, and cannot run as the subquery a load wraps it in.
+            if (prepared.modifies)
                 ereport(ERROR, (errmsg("the source must not modify data (it has a WITH clause "
                                        "with INSERT, UPDATE or DELETE)")));
-            natts = ps->resultDesc->natts;
-            names = (char **)palloc0(sizeof(char *) * (natts + 1));
-            types = (Oid *)palloc0(sizeof(Oid) * (natts + 1));
-            for (int i = 0; i < natts; i++) {
-                Form_pg_attribute att = TupleDescAttr(ps->resultDesc, i);
-                names[i] = pstrdup(NameStr(att->attname));
-                types[i] = att->atttypid;
-            }
-            SPI_freeplan(plan);
         });
     } catch (const pg::Error &e) {
         throw pg::Failure(e.sqlstate(), pg::fmt("the source is not valid: %1%", e.what()),
@@ -116,8 +92,8 @@ std::vector<Column> describe(const std::string &select_sql, Oid key_type) {
                           "and upper bound, typed as the partition key.");
     }
     std::vector<Column> columns;
-    for (int i = 0; i < natts; i++)
-        columns.push_back({names[i], types[i]});
+    for (const auto &c : prepared.columns)
+        columns.push_back({c.first, c.second});
     return columns;
 }
 

@@ -7,6 +7,7 @@ extern "C" {
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
 #include "utils/snapmgr.h"
 }
 
@@ -21,6 +22,46 @@ bool push_snapshot_if_none() {
         return false;
     PushActiveSnapshot(GetTransactionSnapshot());
     return true;
+}
+
+Prepared prepare_only(const std::string &sql, const std::vector<Oid> &argtypes) {
+    int statements = 0, natts = 0;
+    bool select = false, modifies = false;
+    char **names = nullptr;
+    Oid *types = nullptr;
+    pg::call([&] {
+        bool pushed = push_snapshot_if_none();
+        SPIPlanPtr plan = SPI_prepare(sql.c_str(), (int)argtypes.size(),
+                                      const_cast<Oid *>(argtypes.data()));
+        if (pushed)
+            PopActiveSnapshot();
+        if (!plan)
+            elog(ERROR, "backfill: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+        List *sources = SPI_plan_get_plan_sources(plan);
+        statements = list_length(sources);
+        CachedPlanSource *ps = statements == 1 ? (CachedPlanSource *)linitial(sources) : NULL;
+        select = ps && ps->resultDesc && ps->commandTag == CMDTAG_SELECT;
+        if (select) {
+            Query *query = ps->query_list ? linitial_node(Query, ps->query_list) : NULL;
+            modifies = query && query->hasModifyingCTE;
+            natts = ps->resultDesc->natts;
+            names = (char **)palloc0(sizeof(char *) * (natts + 1));
+            types = (Oid *)palloc0(sizeof(Oid) * (natts + 1));
+            for (int i = 0; i < natts; i++) {
+                Form_pg_attribute att = TupleDescAttr(ps->resultDesc, i);
+                names[i] = pstrdup(NameStr(att->attname));
+                types[i] = att->atttypid;
+            }
+        }
+        SPI_freeplan(plan);
+    });
+    Prepared prepared;
+    prepared.statements = statements;
+    prepared.select = select;
+    prepared.modifies = modifies;
+    for (int i = 0; i < natts; i++)
+        prepared.columns.push_back({names[i], types[i]});
+    return prepared;
 }
 
 namespace {

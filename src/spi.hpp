@@ -36,6 +36,16 @@ Text scalar(const std::string &sql, const std::vector<Param> &params = {});
 Result exec_with_bounds(const std::string &sql, Oid type, const std::string &lower,
                         const std::string &upper);
 
+// What a statement string would do, learnt by preparing it without running it (a string that
+// does not parse or names what does not exist is a pg::Error).
+struct Prepared {
+    int statements = 0;     // how many statements the string holds
+    bool select = false;    // it is one SELECT that returns rows
+    bool modifies = false;  // ... with a WITH clause that writes (INSERT, UPDATE, DELETE)
+    std::vector<std::pair<std::string, Oid>> columns;  // the rows' columns: name and type
+};
+Prepared prepare_only(const std::string &sql, const std::vector<Oid> &argtypes);
+
 // Quoting: every identifier and literal that goes into SQL text passes through these.
 std::string ident(const std::string &name);
 std::string qualified(const std::string &schema, const std::string &name);

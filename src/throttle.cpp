@@ -3,6 +3,7 @@
 
 #include "control.hpp"
 #include "guc.hpp"
+#include "sql_support.hpp"
 #include "txn.hpp"
 
 #include <algorithm>
@@ -10,12 +11,10 @@
 #include <regex>
 
 extern "C" {
-#include "executor/spi.h"
+#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
-#include "utils/plancache.h"
-#include "utils/snapmgr.h"
 #include "utils/wait_event.h"
 
 PG_FUNCTION_INFO_V1(backfill_pace);
@@ -57,9 +56,7 @@ spi::Text checked_option(const std::string &option, const spi::Text &value,
                               "", "Leave it NULL for no limit.");
         return std::to_string(std::stoll(m[1]));
     }
-    double ms = std::stod(*spi::scalar("SELECT extract(epoch FROM $1::interval) * 1000",
-                                       {spi::text_param(value)}));
-    if (ms <= 0)
+    if (sql::interval_ms(*value) <= 0)
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           pg::fmt("max_replication_lag must be positive, not %1%", *value), "",
                           "Leave it NULL to ignore the standbys.");
@@ -158,22 +155,18 @@ std::optional<std::string> LagWatch::too_far_behind(double max_lag_ms) {
 
 void check_probe(const std::string &query) {
     try {
+        spi::Prepared prepared = spi::prepare_only(query, {});
         pg::call([&] {
-            bool pushed = spi::push_snapshot_if_none();
-            SPIPlanPtr plan = SPI_prepare(query.c_str(), 0, NULL);
-            if (pushed)
-                PopActiveSnapshot();
-            if (!plan)
-                elog(ERROR, "backfill: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-            List *sources = SPI_plan_get_plan_sources(plan);
-            if (list_length(sources) != 1)
+            if (prepared.statements != 1)
                 ereport(ERROR, (errmsg("it must be a single SELECT")));
-            CachedPlanSource *ps = (CachedPlanSource *)linitial(sources);
-            if (!ps->resultDesc || ps->commandTag != CMDTAG_SELECT)
+            if (!prepared.select)
                 ereport(ERROR, (errmsg("it must be a SELECT")));
-            if (ps->resultDesc->natts != 1 || TupleDescAttr(ps->resultDesc, 0)->atttypid != BOOLOID)
+            // It runs before every task and step: a WITH clause that writes would write each time.
+            if (prepared.modifies)
+                ereport(ERROR, (errmsg("it must not modify data (it has a WITH clause with "
+                                       "INSERT, UPDATE or DELETE)")));
+            if (prepared.columns.size() != 1 || prepared.columns[0].second != BOOLOID)
                 ereport(ERROR, (errmsg("it must return one boolean column")));
-            SPI_freeplan(plan);
         });
     } catch (const pg::Error &e) {
         throw pg::Failure(e.sqlstate(), pg::fmt("throttle_query is not valid: %1%", e.what()),
