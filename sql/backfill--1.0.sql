@@ -64,6 +64,7 @@ CREATE TABLE backfill.tasks (
     phase            text,       -- how far a running task got: shadow, loaded, indexed
     runner_slot      int,        -- which of the job's runners runs it (see control.cpp)
     attempts         int         NOT NULL DEFAULT 0,
+    files_from       oid,        -- lowest relation file number of its latest attempt (stray_files)
     rows_before      bigint,
     rows_after       bigint,
     swap_lock_ms     numeric,

@@ -3,6 +3,7 @@
 
 #include "compat.hpp"
 #include "guc.hpp"
+#include "stray_files.hpp"
 
 extern "C" {
 #include "access/htup_details.h"
@@ -76,11 +77,13 @@ Task task_from_row(int64 job, const spi::Row &row) {
     t.shadow_name = row[7];
     t.old_name = row[8];
     t.attempts = std::stoi(*row[9]);
+    if (row[10])
+        t.files_from = (Oid)std::stoul(*row[10]);
     return t;
 }
 
 const char *kTaskColumns = "task_no, partition_schema, partition_name, lower_bound, upper_bound, "
-                           "state, phase, shadow_name, old_name, attempts";
+                           "state, phase, shadow_name, old_name, attempts, files_from";
 
 }  // namespace
 
@@ -262,7 +265,8 @@ void mark_interrupted(int64 id, const std::string &reason) {
 void task_running(const Task &task) {
     update_task(task,
                 "state = 'running', phase = NULL, attempts = attempts + 1, error = NULL, "
-                "started_at = clock_timestamp(), finished_at = NULL");
+                "started_at = clock_timestamp(), finished_at = NULL, files_from = $3::oid",
+                {spi::oid_param(stray_files::next_file_number())});
 }
 
 void task_phase(const Task &task, const std::string &phase) {
@@ -383,12 +387,13 @@ std::optional<Task> claim_next_task(int64 job, int slot) {
     spi::Result r = run(
         std::string("UPDATE backfill.tasks SET state = 'running', runner_slot = $2::int, "
                     "phase = NULL, attempts = attempts + 1, error = NULL, "
-                    "started_at = clock_timestamp(), finished_at = NULL "
+                    "started_at = clock_timestamp(), finished_at = NULL, files_from = $3::oid "
                     "WHERE (job, task_no) = (SELECT job, task_no FROM backfill.tasks "
                     "  WHERE job = $1 AND state = 'pending' ORDER BY task_no LIMIT 1 "
                     "  FOR UPDATE SKIP LOCKED) RETURNING ") +
             kTaskColumns,
-        {spi::bigint_param(job), spi::bigint_param(slot)});
+        {spi::bigint_param(job), spi::bigint_param(slot),
+         spi::oid_param(stray_files::next_file_number())});
     if (r.rows.empty())
         return std::nullopt;
     return task_from_row(job, r.rows[0]);

@@ -57,6 +57,7 @@ struct Task {
     std::string schema, name, lower, upper, state;
     spi::Text phase, shadow_name, old_name;
     int attempts = 0;
+    Oid files_from = InvalidOid;  // the lowest relation file number of its latest attempt
     std::string qualified() const { return spi::qualified(schema, name); }
 };
 

@@ -2,8 +2,8 @@
 #include "runner.hpp"
 
 #include "control.hpp"
-#include "file_ledger.hpp"
 #include "pool.hpp"
+#include "stray_files.hpp"
 #include "task.hpp"
 #include "throttle.hpp"
 #include "txn.hpp"
@@ -67,6 +67,13 @@ bool is_transient(int sqlstate) {
 
 void log_warning(const std::string &message) {
     pg::call([&] { ereport(WARNING, (errmsg("%s", message.c_str()))); });
+}
+
+// A task found running with no runner ended without its transaction's end (a crash, a failover
+// or a restore) perhaps in a step that creates relations: their files may be left.
+void remove_stray_files(const Task &task) {
+    if (OidIsValid(task.files_from))
+        stray_files::remove(task.files_from);
 }
 
 class Run {
@@ -136,7 +143,6 @@ private:
     Outcome run_task_attempts(Task task);
     void recover();
     bool clean_up(const Task &task);
-    void noting_files(const Task &task, const std::function<void()> &step);
     bool claim_slot();
     void release_slot();
     bool join_pool();
@@ -323,17 +329,15 @@ Outcome Run::run_task_attempts(Task task) {
         std::exception_ptr error;
         try {
             report(pg::fmt("backfill job %1%: building the shadow of %2%", id_, task.qualified()));
-            noting_files(task, [&] {
-                with_lock_retries("prepare partition " + task.qualified(),
-                                  [&] { task::create_shadow(job_, task); });
-            });
+            with_lock_retries("prepare partition " + task.qualified(),
+                              [&] { task::create_shadow(job_, task); });
             task.shadow_name = task::shadow_name(task);
             throttle_step();
             report(pg::fmt("backfill job %1%: loading the shadow of %2%", id_, task.qualified()));
             load(task);
             throttle_step();
             report(pg::fmt("backfill job %1%: indexing the shadow of %2%", id_, task.qualified()));
-            noting_files(task, [&] { task_step([&] { task::build_indexes(job_, task); }); });
+            task_step([&] { task::build_indexes(job_, task); });
             with_lock_retries("add the foreign keys of " + task.qualified(),
                               [&] { task::add_foreign_keys(job_, task); });
             task_step([&] { task::validate_foreign_keys(job_, task); });
@@ -379,29 +383,12 @@ Outcome Run::run_task_attempts(Task task) {
     }
 }
 
-// Runs a step that creates relations with their files noted in the task's ledger; once the step
-// has committed they are in the catalog and the ledger goes.
-void Run::noting_files(const Task &task, const std::function<void()> &step) {
-    file_ledger::begin(task.job, task.no);
-    try {
-        step();
-    } catch (...) {
-        file_ledger::end();
-        throw;
-    }
-    file_ledger::end();
-    file_ledger::forget(task.job, task.no);
-}
-
 // Undoes what a task that did not finish left: its shadow, then its triggers on the partition.
 // Returns false when a session held the partition for all of swap_wait: the triggers (which
 // only note writes) then stay until the job is resumed or cancelled.
 bool Run::clean_up(const Task &task) {
     try {
-        task_step([&] {
-            task::drop_shadow(task);
-            file_ledger::remove_orphans(task.job, task.no);
-        });
+        task_step([&] { task::drop_shadow(task); });
     } catch (...) {
         log_warning(pg::fmt("backfill job %1%: could not drop the shadow of %2%: %3%; the next "
                             "run drops it",
@@ -430,6 +417,15 @@ void Run::recover() {
         tasks = control::load_tasks(id_);
     });
     for (const Task &t : orphans) {
+        // First, while the task's own shadow is still a relation that owns its files.
+        if (t.state == "running") {
+            try {
+                task_step([&] { remove_stray_files(t); });
+            } catch (...) {
+                log_warning(pg::fmt("backfill job %1%: could not look for files left by %2%: %3%",
+                                    id_, t.qualified(), cause_of(std::current_exception()).text));
+            }
+        }
         clean_up(t);
         if (t.state == "running")
             book([&] { control::task_pending(t, std::nullopt); });
@@ -690,6 +686,8 @@ void clean_up_cancelled(const Job &job) {
                 task::finish_retire(job, t);
             continue;
         }
+        if (t.state == "running")
+            remove_stray_files(t);
         task::drop_shadow(t);
         task::drop_write_triggers(t);
     }

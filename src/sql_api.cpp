@@ -2,7 +2,6 @@
 // argument checks, then a call into the engine. Each one enters C++ through pg::entry.
 #include "compat.hpp"
 #include "control.hpp"
-#include "file_ledger.hpp"
 #include "guc.hpp"
 #include "launch.hpp"
 #include "launcher.hpp"
@@ -195,7 +194,6 @@ extern "C" {
 
 void _PG_init(void) {
     launch::init();
-    file_ledger::init();
     DefineCustomIntVariable("backfill.max_workers",
                             "Most background workers one backfill job may use.", NULL,
                             &max_workers, 4, 1, control::kMaxRunners, PGC_SUSET, 0, NULL, NULL,

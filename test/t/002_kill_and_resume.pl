@@ -305,7 +305,7 @@ cancel_if_live($job);
 # other session can see their catalog rows), kills the worker with kill -9, resumes the job,
 # checks it as in case 1, and compares the data files with the catalog: files that belong to no
 # relation and were not there before the case: the files of the relations the killed step
-# created are removed by the next run (the ledger of file_ledger.cpp).
+# created are removed by the next run (stray_files.cpp).
 sub kill_inside_step
 {
 	my (%case) = @_;
