@@ -143,6 +143,22 @@ sub launcher_resumed
 	return 0;
 }
 
+# Whether the postmaster saw the worker die of the kill. A worker that had just ended the job
+# may have exited already (a process not yet reaped still takes a signal): no crash follows.
+sub killed_by_signal
+{
+	my ($pid, $log_offset) = @_;
+	my $deadline = time() + 10;
+	while (time() < $deadline)
+	{
+		my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_offset);
+		return 1 if $log =~ /\(PID $pid\) was terminated by signal 9/;
+		return 0 if $log =~ /\(PID $pid\) exited with exit code/;
+		Time::HiRes::sleep(0.05);
+	}
+	return 0;
+}
+
 my $kills_made = 0;
 my $round      = 0;
 my %crash_seconds;
@@ -176,6 +192,7 @@ SELECT backfill_start('days', '2024-01-01', '$range_to',
 		  if $kills_made % 2;
 		next unless kill('KILL', $pid);    # the worker had exited (the job ended, as the next look shows)
 		my $killed_at = Time::HiRes::time();
+		next unless killed_by_signal($pid, $log_offset);    # it was exiting, the job done
 		$kills++;
 		$kills_made++;
 		push @progress, $done;
