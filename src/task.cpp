@@ -206,7 +206,11 @@ void load_shadow(const Job &job, const Task &t) {
     int level = guc::push(guc::canonical());
     control::clear_writes(t);
     guc::pop(level);
+    // Several workers already keep the cores busy: a parallel count would only compete with them.
+    level = guc::push(job.workers > 1 ? guc::Settings{{"max_parallel_workers_per_gather", "0"}}
+                                      : guc::Settings{});
     spi::Text rows_before = spi::scalar("SELECT pg_catalog.count(*) FROM ONLY " + t.qualified());
+    guc::pop(level);
     std::string select = source::select_for_partition(job.source, job.source_is_query,
                                                       job.key_column);
     std::string columns;
