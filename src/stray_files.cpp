@@ -65,7 +65,8 @@ bool created_at(const char *path, Moment *when, int64 *bytes) {
 // The moment from which a transaction alive now can have begun; false when it is not known for
 // sure. After a start or a crash restart (no session during crash recovery), the postmaster
 // marks postmaster.pid "ready" when it opens for business, before it starts any session or
-// background worker that may write. After a promotion or the end of a restore (read-only
+// background worker that may write (13 and 14 fork the background workers just before: one
+// takes far longer to connect than the postmaster to write the line). After a promotion or the end of a restore (read-only
 // sessions were already connected and may write as soon as recovery ends), the new timeline's
 // history file was written after the last replayed record and before writes were allowed.
 bool writes_began(uint32 timeline, Moment *began) {
