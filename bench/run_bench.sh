@@ -583,6 +583,19 @@ median() {   # numbers separated by blanks
 
 seconds_of() { median "${times[$1]:-}"; }
 
+# The median over the rounds of variant A's time divided by variant B's in the same round: the
+# machine's speed drifts between rounds, and a ratio of times taken minutes apart carries it.
+ratio_of() {   # A B
+    local -a a b
+    local i ratios=""
+    read -ra a <<<"${times[$1]:-}"
+    read -ra b <<<"${times[$2]:-}"
+    for i in "${!a[@]}"; do
+        [[ -z ${b[$i]:-} ]] || ratios+="$(calc "%.4f" "${a[$i]} / ${b[$i]}") "
+    done
+    median "$ratios"
+}
+
 machine_line() {
     local mem version
     mem=$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -619,21 +632,21 @@ target_line() {   # what value verdict
 }
 
 print_targets() {
-    local b1 b2 t n overhead small big
-    b1=$(seconds_of backfill1) b2=$(seconds_of backfill2) t=$(seconds_of tuned) n=$(seconds_of naive)
-    echo "targets:"
+    local b1 b2 overhead small big
+    b1=$(seconds_of backfill1) b2=$(seconds_of backfill2)
+    echo "targets (each ratio: the median over the rounds of the ratio within a round):"
     if [[ -n $b1 ]]; then
-        target_line "backfill 1 worker <= 1.05x the tuned recipe" "$(calc "%.2fx" "$b1 / $t")" \
-            "$(verdict "$b1 <= 1.05 * $t")"
-        target_line "backfill 1 worker >= 1.8x faster than naive" "$(calc "%.2fx" "$n / $b1")" \
-            "$(verdict "$n >= 1.8 * $b1")"
+        target_line "backfill 1 worker <= 1.05x the tuned recipe" \
+            "$(ratio_of backfill1 tuned)x" "$(verdict "$(ratio_of backfill1 tuned) <= 1.05")"
+        target_line "backfill 1 worker >= 1.8x faster than naive" \
+            "$(ratio_of naive backfill1)x" "$(verdict "$(ratio_of naive backfill1) >= 1.8")"
     else
         target_line "backfill 1 worker <= 1.05x the tuned recipe" "–" "${result[backfill1]}"
         target_line "backfill 1 worker >= 1.8x faster than naive" "–" "${result[backfill1]}"
     fi
     if [[ -n $b1 && -n $b2 ]]; then
         target_line "backfill 2 workers >= 1.4x faster than 1 worker" \
-            "$(calc "%.2fx" "$b1 / $b2")" "$(verdict "$b1 >= 1.4 * $b2")"
+            "$(ratio_of backfill1 backfill2)x" "$(verdict "$(ratio_of backfill1 backfill2) >= 1.4")"
     else
         target_line "backfill 2 workers >= 1.4x faster than 1 worker" "–" "${result[backfill2]}"
     fi
@@ -651,7 +664,7 @@ print_targets() {
         target_line "worker peak memory (RssAnon) at ${MEM_FACTOR}x within 10% of 1x" "–" \
             "not measured"
     fi
-    echo "  (for reference: 2 hand sessions are $(calc "%.2fx" "$t / $(seconds_of tuned2)") faster than 1 on this machine)"
+    echo "  (for reference: 2 hand sessions are $(ratio_of tuned tuned2)x faster than 1 on this machine)"
 }
 
 print_overhead() {
