@@ -343,6 +343,8 @@ in_place_update() {
 # Starts a job over the data set's range, watches its workers (bench_watch, in its own session)
 # and waits for it. Sets the timer's figures (ELAPSED: start to done), or REFUSED (the error of
 # a refused start); and JOB, STATE, NOTE (NOTICEs of the start), WATCH (the samples' file).
+# Samples every 0.2 s unless told: each sample costs a few milliseconds of a core, which a timed
+# run must not pay for much.
 run_backfill() {   # workers [seconds between samples]
     local err="$workdir/start.err" watcher
     WATCH="$workdir/watch-${ds[tbl]}-$1.log"
@@ -354,7 +356,7 @@ run_backfill() {   # workers [seconds between samples]
         return 0
     fi
     NOTE=$(sed -n 's/^.*NOTICE: *//p' "$err" | tr '\n' ' ')
-    sql -c "SELECT bench_watch($JOB, ${2:-0.05})" >/dev/null 2>"$WATCH" &
+    sql -c "SELECT bench_watch($JOB, ${2:-0.2})" >/dev/null 2>"$WATCH" &
     watcher=$!
     # A job that stops short (paused, or stuck) must end the benchmark's wait too.
     STATE=$(sql -c "SELECT backfill_wait($JOB, '1 hour')")

@@ -4,7 +4,7 @@
 -- The activity says which step a worker is in (pg_stat_activity.query); VmHWM is the worker's
 -- peak resident set (shared buffers it touched included), RssAnon its private memory now, both
 -- from /proc/<pid>/status. One backend polling: it costs the job next to nothing.
-CREATE OR REPLACE FUNCTION bench_watch(job bigint, every float8 DEFAULT 0.05) RETURNS void
+CREATE OR REPLACE FUNCTION bench_watch(job bigint, every float8 DEFAULT 0.2) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     w record;
@@ -23,7 +23,8 @@ BEGIN
                 replace(w.query, '|', '/'), substring(status FROM 'VmHWM:\s*(\d+)'),
                 substring(status FROM 'RssAnon:\s*(\d+)');
         END LOOP;
-        EXIT WHEN (SELECT state FROM backfill_status(job))
+        -- The control table, not backfill_status: a sample must cost the job next to nothing.
+        EXIT WHEN (SELECT state FROM backfill.jobs WHERE id = job)
                   IN ('done', 'failed', 'cancelled', 'paused');   -- paused: it stopped short
         PERFORM pg_sleep(every);
     END LOOP;
