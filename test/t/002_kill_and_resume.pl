@@ -58,31 +58,6 @@ WHERE a.backend_type = 'backfill worker' AND l.locktype = 'advisory'
   AND l.objid = $gate_key AND NOT l.granted}, '1');
 }
 
-sub worker_pid
-{
-	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'backfill worker'");
-}
-
-sub task_states
-{
-	my ($job) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT string_agg(state || ':' || attempts, ' ' ORDER BY partition) FROM backfill_tasks($job)"
-	);
-}
-
-# kill -9 of a server process; returns once the server is back from crash recovery.
-sub kill9_and_wait_for_recovery
-{
-	my ($pid) = @_;
-	my $log_offset = -s $node->logfile;
-	ok(kill('KILL', $pid), "kill -9 of process $pid");
-	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
-	ok($node->poll_query_until('postgres', 'SELECT 1', '1'),
-		'the server is back after crash recovery');
-}
-
 # When a case failed and left its job live, cancels it so that the next case can start a job on
 # the same table (one live job per target). A no-op when the job finished.
 sub cancel_if_live
@@ -107,7 +82,7 @@ my $gate = close_gate();
 my $job = $node->safe_psql('postgres',
 	q{SELECT backfill_start('events', '2024-01-01', '2025-01-01', 'gated', pause => '1s', keep_old => true)});
 ok(wait_at_gate(), "job $job: the worker waits at the gate, inside task 3");
-is(task_states($job), 'done:1 done:1 running:1' . ' pending:0' x 9,
+is(task_states($node, $job), 'done:1 done:1 running:1' . ' pending:0' x 9,
 	'tasks 1 and 2 are done, task 3 is running');
 is( $node->safe_psql(
 		'postgres',
@@ -115,9 +90,9 @@ is( $node->safe_psql(
 	"shadow bf_shadow_${job}_3",
 	'task 3 is loading its shadow (created and committed) when the worker is killed');
 
-my $pid = worker_pid();
+my $pid = worker_pid($node);
 like($pid, qr/^\d+$/, "the worker of job $job is process $pid");
-kill9_and_wait_for_recovery($pid);
+kill9_and_wait_for_recovery($node, $pid);
 $gate->quit;
 
 is($node->safe_psql('postgres', "SELECT state FROM backfill.jobs WHERE id = $job"),
@@ -195,7 +170,7 @@ $gate = close_gate();
 $job = $node->safe_psql('postgres',
 	qq{SELECT backfill_start('events', '2024-01-01', '2025-01-01', \$src\$$source_b\$src\$)});
 ok(wait_at_gate(), "job $job: the worker waits at the gate, inside task 3");
-$pid = worker_pid();
+$pid = worker_pid($node);
 is($node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)"),
 	't', "pg_terminate_backend($pid)");
 ok( $node->poll_query_until(
@@ -209,7 +184,7 @@ is( $node->safe_psql(
 	"the job is paused, last_error says 'interrupted'");
 is($node->safe_psql('postgres', "SELECT state FROM backfill.jobs WHERE id = $job"),
 	'paused', 'the job row itself says paused');
-is(task_states($job), 'done:1 done:1 pending:1' . ' pending:0' x 9,
+is(task_states($node, $job), 'done:1 done:1 pending:1' . ' pending:0' x 9,
 	'tasks 1 and 2 are done, task 3 went back to pending');
 is( $node->safe_psql(
 		'postgres', q{SELECT count(*) FROM pg_class WHERE relname LIKE 'bf\_shadow\_%'}),
@@ -332,7 +307,7 @@ WHERE a.backend_type = 'backfill worker' AND l.locktype = 'relation'
   AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = l.relation)});
 	note "$case{name}: relations created by the worker's open transaction: "
 	  . ($uncommitted || 'none');
-	kill9_and_wait_for_recovery(worker_pid());
+	kill9_and_wait_for_recovery($node, worker_pid($node));
 	$_->quit for @sessions;
 
 	is($node->safe_psql('postgres', "SELECT state FROM backfill_status($job)"),

@@ -27,16 +27,6 @@ sub start_job
 		  . "$options)");
 }
 
-sub worker_pid
-{
-	my $pid;
-	$node->poll_query_until('postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'backfill worker'")
-	  or die 'no backfill worker';
-	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'backfill worker'");
-}
-
 sub tasks_done
 {
 	my ($job) = @_;
@@ -54,7 +44,7 @@ my $job = start_job(", pause => '1s'");
 $node->poll_query_until('postgres', "SELECT tasks_done >= 2 FROM backfill_status($job)")
   or die 'job made no progress';
 my $log_offset = -s $node->logfile;
-kill 'KILL', worker_pid();
+kill 'KILL', worker_pid($node);
 $node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
 $node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
 $node->wait_for_log(qr/backfill: resuming job $job in database \d+ after a server start/,

@@ -67,27 +67,6 @@ CREATE EVENT TRIGGER hold_swap ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION hold_swap();
 });
 
-sub worker_pid
-{
-	$node->poll_query_until('postgres',
-		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'backfill worker'", '1')
-	  or die 'not exactly one backfill worker';
-	return $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'backfill worker'");
-}
-
-# kill -9 of a server process; returns once the server is back from crash recovery.
-sub kill9_and_wait_for_recovery
-{
-	my ($pid, $name) = @_;
-	my $log_offset = -s $node->logfile;
-	ok(kill('KILL', $pid), "$name: kill -9 of the worker, process $pid");
-	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
-	ok($node->poll_query_until('postgres', 'SELECT 1', '1'),
-		"$name: the server is back after crash recovery");
-	return $log_offset;
-}
-
 # Polls until the job has ended (whoever runs it); returns its state. Unlike wait_job, it does
 # not give up on a job that no process runs for a moment (the launcher is about to start one).
 sub wait_until_ended
@@ -98,14 +77,6 @@ sub wait_until_ended
 	  or diag("job $job did not end: "
 		  . $node->safe_psql('postgres', "SELECT row_to_json(s) FROM backfill_status($job) s"));
 	return wait_job($node, $job, 60);
-}
-
-sub task_states
-{
-	my ($job) = @_;
-	return $node->safe_psql('postgres',
-		"SELECT string_agg(state || ':' || attempts, ' ' ORDER BY partition) FROM backfill_tasks($job)"
-	);
 }
 
 # After a kill: the job either resumes by itself (preloaded: the launcher says so in the log)
@@ -186,7 +157,7 @@ sub kill_in_swap
 	$gate->query_safe("SELECT pg_advisory_lock($gate_key)");
 
 	my $job = start_job("SELECT id, day, amount + $round AS amount FROM raw WHERE day >= \$1 AND day < \$2", '');
-	my $pid = worker_pid();
+	my $pid = worker_pid($node);
 	ok( $node->poll_query_until(
 			'postgres', qq{
 SELECT count(*) FROM pg_locks WHERE pid = $pid AND locktype = 'advisory' AND objid = $gate_key
@@ -198,7 +169,7 @@ SELECT mode FROM pg_locks WHERE pid = $pid AND granted AND locktype = 'relation'
    AND relation = 'public.events'::regclass AND mode = 'AccessExclusiveLock'}),
 		'AccessExclusiveLock',
 		"$name: the swap transaction is open, holding ACCESS EXCLUSIVE on events");
-	is(task_states($job), 'done:1 done:1 running:1' . ' pending:0' x 9,
+	is(task_states($node, $job), 'done:1 done:1 running:1' . ' pending:0' x 9,
 		"$name: tasks 1 and 2 are done, task 3 is running");
 	is( $node->safe_psql(
 			'postgres',
@@ -206,7 +177,7 @@ SELECT mode FROM pg_locks WHERE pid = $pid AND granted AND locktype = 'relation'
 		"indexed bf_shadow_${job}_3",
 		"$name: task 3 has built its shadow and is swapping it in (uncommitted)");
 
-	my $log_offset = kill9_and_wait_for_recovery($pid, $name);
+	my $log_offset = kill9_and_wait_for_recovery($node, $pid, $name);
 	$gate->quit;
 	# (Preloaded, the launcher's worker may already have swapped task 3 again by now.)
 	is( $node->safe_psql(
@@ -250,7 +221,7 @@ sub kill_in_pause
 	my $catalog_before = catalog_snapshot($node);
 	my $job = start_job("SELECT id, day, amount + $round AS amount FROM raw WHERE day >= \$1 AND day < \$2",
 		", pause => '1h'");
-	my $pid = worker_pid();
+	my $pid = worker_pid($node);
 	ok( $node->poll_query_until(
 			'postgres',
 			"SELECT tasks_done || ' ' || waiting_on FROM backfill_status($job)", '1 pause'),
@@ -269,7 +240,7 @@ sub kill_in_pause
 	is($node->safe_psql('postgres',
 			"SELECT count(*) FROM backfill.tasks WHERE job = $job AND state NOT IN ('done', 'pending')"),
 		'0', "$name: no task is running while the worker sleeps ($done_before done)");
-	my $log_offset = kill9_and_wait_for_recovery($pid, $name);
+	my $log_offset = kill9_and_wait_for_recovery($node, $pid, $name);
 	recover_and_check(
 		name       => $name,
 		job        => $job,
@@ -308,7 +279,7 @@ CREATE FUNCTION fix(amount int, day date) RETURNS int LANGUAGE sql IMMUTABLE
 	  or diag($node->safe_psql('postgres', "SELECT error FROM backfill_tasks($job) WHERE partition = 'parts.events_2024_05'"));
 	like($node->safe_psql('postgres', "SELECT last_error FROM backfill_status($job)"),
 		qr/division by zero/, "$name: the job's last_error has the error text");
-	is(task_states($job), 'done:1 done:1 done:1 done:1 failed:1' . ' pending:0' x 7,
+	is(task_states($node, $job), 'done:1 done:1 done:1 done:1 failed:1' . ' pending:0' x 7,
 		"$name: tasks 1-4 done, task 5 failed, 6-12 not run");
 	is( table_equals(
 			$node, "SELECT * FROM events WHERE day < '2024-05-01'",
@@ -384,15 +355,15 @@ sub kill_before_retire
 	$gate->query_safe("SELECT pg_advisory_lock($gate_key)");
 	my $job = start_job("SELECT id, day, amount + $round AS amount FROM raw WHERE day >= \$1 AND day < \$2",
 		", keep_old => " . ($keep_old ? 'true' : 'false'));
-	my $pid = worker_pid();
+	my $pid = worker_pid($node);
 	ok( $node->poll_query_until(
 			'postgres', qq{
 SELECT count(*) FROM pg_locks WHERE pid = $pid AND locktype = 'advisory' AND objid = $gate_key
    AND NOT granted}, '1'),
 		"$name: job $job: the worker waits at the gate inside the retire step of task 3");
-	is(task_states($job), 'done:1 done:1 done:1' . ' pending:0' x 9,
+	is(task_states($node, $job), 'done:1 done:1 done:1' . ' pending:0' x 9,
 		"$name: tasks 1 to 3 are done (task 3's swap committed)");
-	my $log_offset = kill9_and_wait_for_recovery($pid, $name);
+	my $log_offset = kill9_and_wait_for_recovery($node, $pid, $name);
 	$gate->quit;
 	$node->safe_psql('postgres', 'UPDATE retire_gate SET armed = false');
 	recover_and_check(
@@ -436,19 +407,19 @@ sub kill_before_noting
 	is(start_job("SELECT id, day, amount + $round AS amount FROM raw WHERE day >= \$1 AND day < \$2",
 			", lock_timeout => '1h'"),
 		$job, "$name: job $job started");
-	my $pid = worker_pid();
+	my $pid = worker_pid($node);
 	ok( $node->poll_query_until(
 			'postgres', qq{
 SELECT count(*) FROM pg_locks WHERE pid = $pid AND locktype = 'transactionid' AND NOT granted},
 			'1'),
 		"$name: the worker waits for the type's transaction, inside the creation of task 3's shadow");
-	is(task_states($job), 'done:1 done:1 running:1' . ' pending:0' x 9,
+	is(task_states($node, $job), 'done:1 done:1 running:1' . ' pending:0' x 9,
 		"$name: tasks 1 and 2 are done, task 3 is running");
 	my @new_files = grep { !$files_before{$_} } data_files();
 	note("$name: data files created meanwhile that no committed relation owns: "
 		  . (join(', ', grep { my $f = $_; !grep { $_ eq $f } owned_files() } @new_files) || 'none'));
 
-	my $log_offset = kill9_and_wait_for_recovery($pid, $name);
+	my $log_offset = kill9_and_wait_for_recovery($node, $pid, $name);
 	$type_holder->quit;
 	recover_and_check(
 		name           => $name,

@@ -137,10 +137,7 @@ cmp_ok($prepared_file, '>=', $files_from,
 is($primary->safe_psql('postgres', "SELECT state FROM backfill.tasks WHERE job = $job AND task_no = $task"),
 	'running', "task $task is still building its indexes");
 
-my $offset = -s $primary->logfile;
-ok(kill('KILL', $pid), "kill -9 of the worker, process $pid, inside the index step");
-$primary->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
-$primary->poll_query_until('postgres', 'SELECT 1', '1') or die 'the server did not come back';
+my $offset = kill9_and_wait_for_recovery($primary, $pid, 'worker inside the index step');
 
 my @strays = orphans_except($primary, $prepared_file);
 note('files without a committed relation after the crash: ' . join(', ', orphan_files($primary)));

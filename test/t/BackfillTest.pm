@@ -13,7 +13,7 @@ use Test::More;
 our @EXPORT = qw(
   new_node create_events month_partitions partition_bounds table_equals
   tasks_expected tasks_actual catalog_snapshot leftover_relations wait_for_state
-  wait_job orphan_files
+  wait_job orphan_files task_states kill9_and_wait_for_recovery worker_pid
 );
 
 # A started server with the extension created in database postgres.
@@ -228,6 +228,40 @@ SELECT * FROM (SELECT 'task: ' || row_to_json(t)::text FROM backfill.tasks t
 		  if $state ne 'done';
 		return $state;
 	}
+}
+
+# The job's tasks as "state:attempts" in partition order, e.g. 'done:1 running:1 pending:0'.
+sub task_states
+{
+	my ($node, $job) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT string_agg(state || ':' || attempts, ' ' ORDER BY partition) FROM backfill_tasks($job)"
+	);
+}
+
+# The pid of the one backfill worker, once there is exactly one (dies when there never is).
+sub worker_pid
+{
+	my ($node) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'backfill worker'", '1')
+	  or die 'not exactly one backfill worker';
+	return $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'backfill worker'");
+}
+
+# kill -9 of a server process; returns, once the server is back from crash recovery, the log's
+# size from before the kill. $name, if given, starts the names of the two checks.
+sub kill9_and_wait_for_recovery
+{
+	my ($node, $pid, $name) = @_;
+	my $prefix = defined $name ? "$name: " : '';
+	my $log_offset = -s $node->logfile;
+	ok(kill('KILL', $pid), "${prefix}kill -9 of process $pid");
+	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
+	ok($node->poll_query_until('postgres', 'SELECT 1', '1'),
+		"${prefix}the server is back after crash recovery");
+	return $log_offset;
 }
 
 # Polls backfill_status until the job's state is $state.
