@@ -116,9 +116,11 @@ bool relation_file_number(const char *name, Oid *number) {
         return false;
     char *rest;
     unsigned long value = strtoul(name, &rest, 10);
-    if (strncmp(rest, "_fsm", 4) == 0 || strncmp(rest, "_vm", 3) == 0 ||
-        strncmp(rest, "_init", 5) == 0)
-        rest = strpbrk(rest, ".") ? strpbrk(rest, ".") : rest + strlen(rest);
+    for (const char *fork : {"_fsm", "_vm", "_init"})
+        if (strncmp(rest, fork, strlen(fork)) == 0) {
+            rest += strlen(fork);
+            break;
+        }
     if (*rest == '.') {
         rest++;
         if (!isdigit((unsigned char)*rest))
