@@ -41,6 +41,11 @@ namespace {
 using Moment = int64;  // nanoseconds since the epoch
 
 Moment moment_of(const struct timespec &t) { return (Moment)t.tv_sec * 1000000000 + t.tv_nsec; }
+#ifdef STATX_BTIME
+Moment moment_of(const struct statx_timestamp &t) {
+    return (Moment)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+#endif
 
 // When a file was created: its birth time where the file system keeps one, else its last change
 // (never earlier than its creation, so no file is ever taken for older than it is).
@@ -49,8 +54,7 @@ bool created_at(const char *path, Moment *when, int64 *bytes) {
     struct statx sx;
     if (statx(AT_FDCWD, path, 0, STATX_BTIME | STATX_MTIME | STATX_SIZE, &sx) != 0)
         return false;
-    const struct statx_timestamp &t = (sx.stx_mask & STATX_BTIME) ? sx.stx_btime : sx.stx_mtime;
-    *when = (Moment)t.tv_sec * 1000000000 + t.tv_nsec;
+    *when = moment_of((sx.stx_mask & STATX_BTIME) ? sx.stx_btime : sx.stx_mtime);
     *bytes = (int64)sx.stx_size;
 #else
     struct stat st;
@@ -66,9 +70,10 @@ bool created_at(const char *path, Moment *when, int64 *bytes) {
 // sure. After a start or a crash restart (no session during crash recovery), the postmaster
 // marks postmaster.pid "ready" when it opens for business, before it starts any session or
 // background worker that may write (13 and 14 fork the background workers just before: one
-// takes far longer to connect than the postmaster to write the line). After a promotion or the end of a restore (read-only
-// sessions were already connected and may write as soon as recovery ends), the new timeline's
-// history file was written after the last replayed record and before writes were allowed.
+// takes far longer to connect than the postmaster to write the line). After a promotion or the
+// end of a restore (read-only sessions were already connected and may write as soon as recovery
+// ends), the new timeline's history file was written after the last replayed record and before
+// writes were allowed.
 bool writes_began(uint32 timeline, Moment *began) {
     if (RecoveryInProgress())
         return false;
