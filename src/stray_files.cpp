@@ -264,10 +264,8 @@ Oid next_file_number() {
     return next;
 }
 
-int remove(Oid from) {
+void remove(Oid from) {
     uint32 timeline = compat::server_identity().timeline;
-    int removed = 0;
-    int64 bytes = 0;
     pg::call([&] {
         Moment began;
         if (!writes_began(timeline, &began)) {
@@ -277,7 +275,8 @@ int remove(Oid from) {
                                  get_database_name(MyDatabaseId))));
             return;
         }
-        int count;
+        int count, removed = 0;
+        int64 bytes = 0;
         Candidate *candidates = find_candidates(from, began, &count);
         StringInfoData numbers;
         initStringInfo(&numbers);
@@ -298,7 +297,6 @@ int remove(Oid from) {
                                  removed, (long long)bytes, get_database_name(MyDatabaseId)),
                           errdetail("Tablespace/file numbers: %s.", numbers.data)));
     });
-    return removed;
 }
 
 }  // namespace stray_files

@@ -16,7 +16,6 @@ Oid next_file_number();
 
 // In this database, removes the stray files (all forks and segments) of relation file numbers
 // `from` and above, the way DROP TABLE removes files: when the caller's transaction commits.
-// Returns how many relations' files go.
-int remove(Oid from);
+void remove(Oid from);
 
 }  // namespace stray_files
