@@ -3,6 +3,7 @@
 
 extern "C" {
 #include "postgres.h"
+#include "access/xact.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
@@ -38,6 +39,18 @@ inline bool owns_relation(Oid relid, Oid role) {
 #else
     return pg_class_ownercheck(relid, role);
 #endif
+}
+
+// Whether the relation got its storage in the current subtransaction (created, or emptied by
+// TRUNCATE): no other transaction can see rows written into it before this one commits.
+inline bool storage_new_in_this_subtransaction(Relation rel) {
+#if PG_VERSION_NUM >= 160000
+    SubTransactionId storage_changed = rel->rd_newRelfilelocatorSubid;
+#else
+    SubTransactionId storage_changed = rel->rd_newRelfilenodeSubid;
+#endif
+    SubTransactionId current = GetCurrentSubTransactionId();
+    return rel->rd_createSubid == current || storage_changed == current;
 }
 
 }  // namespace compat

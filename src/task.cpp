@@ -1,6 +1,7 @@
 // One task, step by step (see task.hpp).
 #include "task.hpp"
 
+#include "bulk_load.hpp"
 #include "carry_over.hpp"
 #include "guc.hpp"
 #include "source.hpp"
@@ -213,16 +214,23 @@ void load_shadow(const Job &job, const Task &t) {
     guc::pop(level);
     std::string select = source::select_for_partition(job.source, job.source_is_query,
                                                       job.key_column);
+    std::string shadow = qualified(t.schema, shadow_name(t));
     std::string columns;
     for (const source::Column &c : source::describe(select, job.key_type))
         columns += (columns.empty() ? "" : ", ") + ident(c.name);
-    std::string insert = "INSERT INTO " + qualified(t.schema, shadow_name(t)) + " (" + columns +
+    std::string insert = "INSERT INTO " + shadow + " (" + columns +
                          ") SELECT " + columns + " FROM (" + select + ") AS backfill_source";
     if (!throttle::pacing_condition().empty())
         insert += " WHERE " + throttle::pacing_condition();
-    spi::Result loaded;
+    // Emptied in this step, the shadow can take its rows the way COPY FREEZE writes them.
+    spi::exec("TRUNCATE ONLY " + shadow);
+    uint64 rows_after = 0;
     try {
-        loaded = spi::exec_with_bounds(insert, job.key_type, t.lower, t.upper);
+        std::optional<uint64_t> bulk = bulk_load::insert_select(
+            insert, (Oid)std::stoul(relation_oid(shadow).value()), job.key_type, t.lower,
+            t.upper);
+        rows_after = bulk ? *bulk
+                          : spi::exec_with_bounds(insert, job.key_type, t.lower, t.upper).processed;
     } catch (const pg::Error &e) {
         const char *constraint = e.data()->constraint_name;
         if (e.sqlstate() != ERRCODE_CHECK_VIOLATION || !constraint ||
@@ -240,7 +248,7 @@ void load_shadow(const Job &job, const Task &t) {
         spi::exec("UPDATE backfill.tasks SET rows_before = $3::bigint, rows_after = $4, phase = 'loaded' "
                   "WHERE job = $1 AND task_no = $2::int",
                   {spi::bigint_param(t.job), spi::bigint_param(t.no),
-                   spi::text_param(rows_before), spi::bigint_param((int64)loaded.processed)});
+                   spi::text_param(rows_before), spi::bigint_param((int64)rows_after)});
     });
     guc::pop(level);
 }

@@ -1,0 +1,269 @@
+// Loading a shadow the way COPY loads a table (see bulk_load.hpp).
+//
+// The INSERT is parsed, analyzed and rewritten as PostgreSQL would run it; its query then becomes
+// the SELECT of the values the INSERT would store (the planner's NULL for a column left out
+// included), is planned and run into a receiver that checks each row as ExecInsert would and
+// hands the rows to table_multi_insert a batch at a time.
+#include "bulk_load.hpp"
+
+#include "compat.hpp"
+#include "pg_bridge.hpp"
+#include "spi.hpp"
+
+extern "C" {
+#include "access/heapam.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/executor.h"
+#include "executor/nodeModifyTable.h"
+#include "nodes/makefuncs.h"
+#include "parser/parsetree.h"
+#include "parser/parse_coerce.h"
+#include "tcop/tcopprot.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/portal.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+}
+
+namespace bulk_load {
+
+namespace {
+
+// COPY's batch limits: enough rows per call to fill pages, little memory held.
+constexpr int batch_rows = 1000;
+constexpr Size batch_bytes = 64 * 1024;
+
+// The receiver the executor hands each row to; plain data, as it lives in PostgreSQL memory.
+struct Loader {
+    DestReceiver receiver;  // first, so that the executor's pointer is the Loader's
+    Relation shadow;
+    MemoryContext context;  // outlives the executor's: the batch's slots and rows live here
+    MemoryContext writing;  // what table_multi_insert allocates for a batch, reset after it
+    ResultRelInfo *result;
+    EState *estate;  // for constraint and generated-column expressions
+    TupleTableSlot *batch[batch_rows];
+    int used;
+    Size bytes;
+    CommandId command;
+    int options;
+    BulkInsertState bulk;
+    uint64 rows;
+};
+
+void write_batch(Loader *loader) {
+    if (loader->used == 0)
+        return;
+    MemoryContext executor = MemoryContextSwitchTo(loader->writing);
+    table_multi_insert(loader->shadow, loader->batch, loader->used, loader->command,
+                       loader->options, loader->bulk);
+    MemoryContextSwitchTo(executor);
+    MemoryContextReset(loader->writing);
+    for (int i = 0; i < loader->used; i++)
+        ExecClearTuple(loader->batch[i]);
+    loader->used = 0;
+    loader->bytes = 0;
+}
+
+bool receive_row(TupleTableSlot *row, DestReceiver *self) {
+    Loader *loader = (Loader *)self;
+    TupleDesc desc = RelationGetDescr(loader->shadow);
+    ResetPerTupleExprContext(loader->estate);
+    if (!loader->batch[loader->used]) {
+        MemoryContext executor = MemoryContextSwitchTo(loader->context);
+        loader->batch[loader->used] = table_slot_create(loader->shadow, NULL);
+        MemoryContextSwitchTo(executor);
+    }
+    TupleTableSlot *slot = loader->batch[loader->used];
+    // The row's values, formed into the shadow's own tuple (the query's columns have its types).
+    slot_getallattrs(row);
+    ExecClearTuple(slot);
+    memcpy(slot->tts_values, row->tts_values, sizeof(Datum) * desc->natts);
+    memcpy(slot->tts_isnull, row->tts_isnull, sizeof(bool) * desc->natts);
+    ExecStoreVirtualTuple(slot);
+    ExecMaterializeSlot(slot);
+    // What ExecInsert does before it writes a row into a table without triggers or indexes.
+    if (desc->constr && desc->constr->has_generated_stored)
+#if PG_VERSION_NUM >= 140000
+        ExecComputeStoredGenerated(loader->result, loader->estate, slot, CMD_INSERT);
+#else
+        ExecComputeStoredGenerated(loader->estate, slot, CMD_INSERT);
+#endif
+    if (desc->constr)
+        ExecConstraints(loader->result, slot, loader->estate);
+    bool should_free;
+    HeapTuple tuple = ExecFetchSlotHeapTuple(slot, false, &should_free);
+    loader->bytes += tuple->t_len;
+    if (should_free)
+        heap_freetuple(tuple);
+    loader->rows++;
+    if (++loader->used == batch_rows || loader->bytes >= batch_bytes)
+        write_batch(loader);
+    return true;
+}
+
+void startup(DestReceiver *self, int operation, TupleDesc typeinfo) {
+    Loader *loader = (Loader *)self;
+    if (typeinfo->natts != RelationGetDescr(loader->shadow)->natts)
+        elog(ERROR, "backfill: the load query returns %d columns for the %d of \"%s\"",
+             typeinfo->natts, RelationGetDescr(loader->shadow)->natts,
+             RelationGetRelationName(loader->shadow));
+}
+
+void shutdown(DestReceiver *self) { write_batch((Loader *)self); }
+
+void destroy(DestReceiver *self) {}
+
+// Whether the shadow takes rows the way COPY writes them: a heap with nothing that acts on a
+// row (triggers, rules, policies) and no index to maintain.
+bool takes_bulk_rows(Relation rel) {
+    return rel->rd_rel->relkind == RELKIND_RELATION &&
+           rel->rd_tableam == GetHeapamTableAmRoutine() && !rel->rd_rel->relhasindex &&
+           !rel->trigdesc && !rel->rd_rules && !rel->rd_rel->relrowsecurity;
+}
+
+// The INSERT's query as the SELECT of the values it would store, one per column of the shadow
+// in order; a column the INSERT leaves out (no default) gets the NULL the planner would give it.
+void make_select(Query *query, Relation rel) {
+    TupleDesc desc = RelationGetDescr(rel);
+    List *values = NIL;
+    for (int attno = 1; attno <= desc->natts; attno++) {
+        Form_pg_attribute att = TupleDescAttr(desc, attno - 1);
+        Expr *value = NULL;
+        ListCell *cell;
+        foreach (cell, query->targetList) {
+            TargetEntry *entry = lfirst_node(TargetEntry, cell);
+            if (!entry->resjunk && entry->resno == attno)
+                value = entry->expr;
+        }
+        if (!value && att->attisdropped)
+            value = (Expr *)makeNullConst(INT4OID, -1, InvalidOid);
+        else if (!value && att->attgenerated)  // computed for each row by the receiver
+            value = (Expr *)makeNullConst(att->atttypid, att->atttypmod, att->attcollation);
+        else if (!value)  // a domain's NOT NULL still applies
+            value = (Expr *)coerce_to_domain(
+                (Node *)makeNullConst(att->atttypid, -1, att->attcollation), InvalidOid, -1,
+                att->atttypid, COERCION_IMPLICIT, COERCE_IMPLICIT_CAST, -1, false);
+        values = lappend(values, makeTargetEntry(value, (AttrNumber)attno,
+                                                 pstrdup(NameStr(att->attname)), false));
+    }
+    // The target stays in the range table, so that the INSERT privilege is checked as before.
+    query->commandType = CMD_SELECT;
+    query->resultRelation = 0;
+    query->targetList = values;
+}
+
+struct Request {
+    const char *sql;
+    Oid shadow;
+    Oid types[2];
+    const char *bounds[2];
+    bool bulk;  // out: the shadow took the bulk path
+    uint64 rows;
+};
+
+void load(Request *request) {
+    MemoryContext caller = CurrentMemoryContext;
+    MemoryContext context =
+        AllocSetContextCreate(caller, "backfill bulk load", ALLOCSET_DEFAULT_SIZES);
+    MemoryContextSwitchTo(context);
+
+    Relation rel = table_open(request->shadow, RowExclusiveLock);
+    List *raw = pg_parse_query(request->sql);
+    List *queries = NIL;
+    if (takes_bulk_rows(rel) && list_length(raw) == 1)
+#if PG_VERSION_NUM >= 150000
+        queries = pg_analyze_and_rewrite_fixedparams(linitial_node(RawStmt, raw), request->sql,
+                                                     request->types, 2, NULL);
+#else
+        queries = pg_analyze_and_rewrite(linitial_node(RawStmt, raw), request->sql,
+                                         request->types, 2, NULL);
+#endif
+    Query *query = list_length(queries) == 1 ? linitial_node(Query, queries) : NULL;
+    request->bulk = query && query->commandType == CMD_INSERT &&
+                    rt_fetch(query->resultRelation, query->rtable)->relid == request->shadow &&
+                    !query->returningList && !query->onConflict && !query->withCheckOptions &&
+                    !query->hasModifyingCTE;
+    if (!request->bulk) {
+        table_close(rel, NoLock);
+        MemoryContextSwitchTo(caller);
+        MemoryContextDelete(context);
+        return;
+    }
+
+    // Rows may be written frozen only into a table emptied in this very subtransaction (no
+    // other transaction can see them before it commits) and only when no earlier snapshot of
+    // this one is still in use (it would see rows it must not).
+    InvalidateCatalogSnapshot();
+    bool freeze = compat::storage_new_in_this_subtransaction(rel) &&
+                  ThereAreNoPriorRegisteredSnapshots() && ThereAreNoReadyPortals();
+
+    make_select(query, rel);
+    ParamListInfo params = makeParamList(2);
+    for (int i = 0; i < 2; i++) {
+        Oid input, ioparam;
+        getTypeInputInfo(request->types[i], &input, &ioparam);
+        params->params[i].value =
+            OidInputFunctionCall(input, (char *)request->bounds[i], ioparam, -1);
+        params->params[i].isnull = false;
+        params->params[i].pflags = PARAM_FLAG_CONST;
+        params->params[i].ptype = request->types[i];
+    }
+    PlannedStmt *plan = pg_plan_query(query, request->sql, 0, params);
+
+    Loader *loader = (Loader *)palloc0(sizeof(Loader));
+    loader->receiver.receiveSlot = receive_row;
+    loader->receiver.rStartup = startup;
+    loader->receiver.rShutdown = shutdown;
+    loader->receiver.rDestroy = destroy;
+    loader->receiver.mydest = DestNone;
+    loader->shadow = rel;
+    loader->context = context;
+    loader->writing = AllocSetContextCreate(context, "backfill bulk load batch",
+                                            ALLOCSET_DEFAULT_SIZES);
+    loader->estate = CreateExecutorState();
+    loader->result = makeNode(ResultRelInfo);
+    InitResultRelInfo(loader->result, rel, 0, NULL, 0);
+#if PG_VERSION_NUM < 140000
+    loader->estate->es_result_relation_info = loader->result;
+#endif
+    loader->command = GetCurrentCommandId(true);
+    loader->options = TABLE_INSERT_SKIP_FSM | (freeze ? TABLE_INSERT_FROZEN : 0);
+    loader->bulk = GetBulkInsertState();
+
+    CommandCounterIncrement();  // as SPI does: the statement sees what this transaction did
+    PushActiveSnapshot(GetTransactionSnapshot());
+    QueryDesc *run = CreateQueryDesc(plan, request->sql, GetActiveSnapshot(), InvalidSnapshot,
+                                     &loader->receiver, params, NULL, 0);
+    ExecutorStart(run, 0);
+    ExecutorRun(run, ForwardScanDirection, 0, true);
+    ExecutorFinish(run);
+    ExecutorEnd(run);
+    FreeQueryDesc(run);
+    PopActiveSnapshot();
+
+    FreeBulkInsertState(loader->bulk);
+    table_finish_bulk_insert(rel, loader->options);
+    for (int i = 0; i < batch_rows && loader->batch[i]; i++)
+        ExecDropSingleTupleTableSlot(loader->batch[i]);
+    FreeExecutorState(loader->estate);
+    request->rows = loader->rows;
+    table_close(rel, NoLock);
+    MemoryContextSwitchTo(caller);
+    MemoryContextDelete(context);
+}
+
+}  // namespace
+
+std::optional<uint64_t> insert_select(const std::string &insert, Oid shadow, Oid type,
+                                      const std::string &lower, const std::string &upper) {
+    Request request{insert.c_str(), shadow, {type, type}, {lower.c_str(), upper.c_str()}, false, 0};
+    pg::call([&] { load(&request); });
+    if (!request.bulk)
+        return std::nullopt;
+    return request.rows;
+}
+
+}  // namespace bulk_load
