@@ -40,6 +40,8 @@ SELECT count(*) AS rows, count(*) FILTER (WHERE big IS NOT NULL) AS out_of_line,
   FROM b;
 SELECT count(*) AS differing FROM ((TABLE b EXCEPT ALL TABLE b_expected)
                                     UNION ALL (TABLE b_expected EXCEPT ALL TABLE b)) d;
+SELECT relname, pg_relation_size(reltoastrelid) > 0 AS values_stored_out_of_line
+  FROM pg_class WHERE relname IN ('b_01', 'b_02') ORDER BY relname;
 SELECT p AS partition, pg_relation_size(p) / current_setting('block_size')::int AS pages,
        v.all_visible, v.all_frozen,
        (SELECT count(*) FROM pg_check_frozen(p)) AS not_frozen_on_frozen_pages
@@ -81,7 +83,12 @@ SELECT partition, state, error FROM backfill_tasks(:job);
 SELECT count(*) AS rows, sum(amount) = (SELECT sum(amount) FROM b_expected WHERE day < '2024-02-01') AS unchanged
   FROM b_01;
 UPDATE b_src SET code = 'c10' WHERE id = 10;
-SELECT backfill_cancel(:job);
+-- resumed, the same job loads the partition, frozen as in a worker
+SELECT backfill_resume(:job);
+CALL backfill_run(:job);
+SELECT partition, state, error FROM backfill_tasks(:job);
+SELECT v.all_frozen = pg_relation_size('b_01') / current_setting('block_size')::int AS all_frozen
+  FROM pg_visibility_map_summary('b_01') v;
 
 -- An audit trigger that an event trigger puts on every new table is on the shadow too: the
 -- load is then the INSERT itself, and the trigger sees every row.
