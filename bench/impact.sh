@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/impact.sh: what a backfill costs the application that runs beside it (issue 4, section 5),
+# bench/impact.sh: what a backfill costs the application that runs beside it,
 # measured with a real client on a throwaway server; a report on stdout.
 #
 #   bench/impact.sh                    # as root: the defaults, about five minutes on 2 cores
@@ -22,7 +22,7 @@
 # too); run 2 also for the transactions that ended while the job ran. Then the job: its total
 # time and swap lock holds; and checks: January to November equal events_fix, every insert
 # pgbench counted is in the table.
-# The targets of the issue: no failed transaction; the worst latency during the backfill under
+# The targets: no failed transaction; the worst latency during the backfill under
 # one second. The exit status is 1 if a target is missed or a check fails.
 #
 # Parameters (environment):

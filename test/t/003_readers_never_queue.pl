@@ -28,7 +28,7 @@ my $node = new_node('readers');
 create_events($node, 24000);
 
 my $readers        = 100;
-my $reader_limit_s = 1.0;     # lock_timeout (200ms) plus a margin, as the issue asks
+my $reader_limit_s = 1.0;     # lock_timeout (200ms) plus a margin: no reader waits a second
 my $queued_ms      = 50;      # a reader that took this long met a swap attempt in the queue
 # The readers run one after another, 30 ms apart, for about 3.5 s: the one that arrives while an
 # attempt waits in the lock queue waits with it until the attempt gives up, so each attempt
