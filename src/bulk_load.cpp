@@ -195,7 +195,8 @@ void load(Request *request) {
 
     // Rows may be written frozen only into a table emptied in this very subtransaction (no
     // other transaction can see them before it commits) and only when no earlier snapshot of
-    // this one is still in use (it would see rows it must not).
+    // this one is still in use (it would see rows it must not). The query cannot read the
+    // shadow: its source was checked when the job started, before any table had that name.
     InvalidateCatalogSnapshot();
     bool freeze = compat::storage_new_in_this_subtransaction(rel) &&
                   ThereAreNoPriorRegisteredSnapshots() && ThereAreNoReadyPortals();
