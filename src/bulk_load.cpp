@@ -8,7 +8,6 @@
 
 #include "compat.hpp"
 #include "pg_bridge.hpp"
-#include "spi.hpp"
 
 extern "C" {
 #include "access/heapam.h"
