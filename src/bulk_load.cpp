@@ -156,7 +156,6 @@ void make_select(Query *query, Relation rel) {
 
 struct Request {
     const char *sql;
-    Oid shadow;
     Oid types[2];
     const char *bounds[2];
     bool bulk;  // out: the shadow took the bulk path
@@ -169,10 +168,9 @@ void load(Request *request) {
         AllocSetContextCreate(caller, "backfill bulk load", ALLOCSET_DEFAULT_SIZES);
     MemoryContextSwitchTo(context);
 
-    Relation rel = table_open(request->shadow, RowExclusiveLock);
     List *raw = pg_parse_query(request->sql);
     List *queries = NIL;
-    if (takes_bulk_rows(rel) && list_length(raw) == 1)
+    if (list_length(raw) == 1)
 #if PG_VERSION_NUM >= 150000
         queries = pg_analyze_and_rewrite_fixedparams(linitial_node(RawStmt, raw), request->sql,
                                                      request->types, 2, NULL);
@@ -181,12 +179,16 @@ void load(Request *request) {
                                          request->types, 2, NULL);
 #endif
     Query *query = list_length(queries) == 1 ? linitial_node(Query, queries) : NULL;
-    request->bulk = query && query->commandType == CMD_INSERT &&
-                    rt_fetch(query->resultRelation, query->rtable)->relid == request->shadow &&
-                    !query->returningList && !query->onConflict && !query->withCheckOptions &&
-                    !query->hasModifyingCTE;
+    bool plain_insert = query && query->commandType == CMD_INSERT && !query->returningList &&
+                        !query->onConflict && !query->withCheckOptions && !query->hasModifyingCTE;
+    // The shadow is the INSERT's target, locked by the analysis.
+    Relation rel = plain_insert ? table_open(rt_fetch(query->resultRelation, query->rtable)->relid,
+                                             RowExclusiveLock)
+                                : NULL;
+    request->bulk = rel && takes_bulk_rows(rel);
     if (!request->bulk) {
-        table_close(rel, NoLock);
+        if (rel)
+            table_close(rel, NoLock);
         MemoryContextSwitchTo(caller);
         MemoryContextDelete(context);
         return;
@@ -257,9 +259,9 @@ void load(Request *request) {
 
 }  // namespace
 
-std::optional<uint64_t> insert_select(const std::string &insert, Oid shadow, Oid type,
+std::optional<uint64_t> insert_select(const std::string &insert, Oid type,
                                       const std::string &lower, const std::string &upper) {
-    Request request{insert.c_str(), shadow, {type, type}, {lower.c_str(), upper.c_str()}, false, 0};
+    Request request{insert.c_str(), {type, type}, {lower.c_str(), upper.c_str()}, false, 0};
     pg::call([&] { load(&request); });
     if (!request.bulk)
         return std::nullopt;

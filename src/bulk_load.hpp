@@ -14,7 +14,7 @@ extern "C" {
 
 namespace bulk_load {
 
-// Runs `insert`, an INSERT INTO `shadow` ... SELECT whose $1 and $2 are two values of `type`
+// Runs `insert`, an INSERT INTO the shadow ... SELECT whose $1 and $2 are two values of `type`
 // given as text, with the same rows and the same checks as the INSERT would make: PostgreSQL
 // parses, rewrites and plans it as it would (assignment coercions, defaults, identity), and each
 // row then gets its generated columns and passes the table's NOT NULL and CHECK constraints
@@ -22,7 +22,7 @@ namespace bulk_load {
 // the current subtransaction. Returns the rows written, or nullopt (having done nothing) when
 // the shadow takes more than a plain heap insert (indexes, triggers, rules, row-level security,
 // another table access method): the caller then runs the INSERT as it is.
-std::optional<uint64_t> insert_select(const std::string &insert, Oid shadow, Oid type,
+std::optional<uint64_t> insert_select(const std::string &insert, Oid type,
                                       const std::string &lower, const std::string &upper);
 
 }  // namespace bulk_load

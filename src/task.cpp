@@ -226,9 +226,8 @@ void load_shadow(const Job &job, const Task &t) {
     spi::exec("TRUNCATE ONLY " + shadow);
     uint64 rows_after = 0;
     try {
-        std::optional<uint64_t> bulk = bulk_load::insert_select(
-            insert, (Oid)std::stoul(relation_oid(shadow).value()), job.key_type, t.lower,
-            t.upper);
+        std::optional<uint64_t> bulk =
+            bulk_load::insert_select(insert, job.key_type, t.lower, t.upper);
         rows_after = bulk ? *bulk
                           : spi::exec_with_bounds(insert, job.key_type, t.lower, t.upper).processed;
     } catch (const pg::Error &e) {
