@@ -85,6 +85,11 @@ Task task_from_row(int64 job, const spi::Row &row) {
 const char *kTaskColumns = "task_no, partition_schema, partition_name, lower_bound, upper_bound, "
                            "state, phase, shadow_name, old_name, attempts, files_from";
 
+// What a task's row says from the start of an attempt; $3 is where its relation files begin.
+const char *kAttemptStarts = "state = 'running', phase = NULL, attempts = attempts + 1, "
+                             "error = NULL, started_at = clock_timestamp(), finished_at = NULL, "
+                             "files_from = $3::oid";
+
 }  // namespace
 
 void as_owner(const std::function<void()> &fn) {
@@ -263,10 +268,7 @@ void mark_interrupted(int64 id, const std::string &reason) {
 }
 
 void task_running(const Task &task) {
-    update_task(task,
-                "state = 'running', phase = NULL, attempts = attempts + 1, error = NULL, "
-                "started_at = clock_timestamp(), finished_at = NULL, files_from = $3::oid",
-                {spi::oid_param(stray_files::next_file_number())});
+    update_task(task, kAttemptStarts, {spi::oid_param(stray_files::next_file_number())});
 }
 
 void task_phase(const Task &task, const std::string &phase) {
@@ -385,12 +387,10 @@ void release_runner(int64 job, int slot) {
 
 std::optional<Task> claim_next_task(int64 job, int slot) {
     spi::Result r = run(
-        std::string("UPDATE backfill.tasks SET state = 'running', runner_slot = $2::int, "
-                    "phase = NULL, attempts = attempts + 1, error = NULL, "
-                    "started_at = clock_timestamp(), finished_at = NULL, files_from = $3::oid "
-                    "WHERE (job, task_no) = (SELECT job, task_no FROM backfill.tasks "
-                    "  WHERE job = $1 AND state = 'pending' ORDER BY task_no LIMIT 1 "
-                    "  FOR UPDATE SKIP LOCKED) RETURNING ") +
+        std::string("UPDATE backfill.tasks SET runner_slot = $2::int, ") + kAttemptStarts +
+            " WHERE (job, task_no) = (SELECT job, task_no FROM backfill.tasks "
+            "  WHERE job = $1 AND state = 'pending' ORDER BY task_no LIMIT 1 "
+            "  FOR UPDATE SKIP LOCKED) RETURNING " +
             kTaskColumns,
         {spi::bigint_param(job), spi::bigint_param(slot),
          spi::oid_param(stray_files::next_file_number())});
