@@ -634,21 +634,24 @@ target_line() {   # what value verdict
 }
 
 print_targets() {
-    local b1 b2 overhead small big
+    local b1 b2 ratio overhead small big
     b1=$(seconds_of backfill1) b2=$(seconds_of backfill2)
     echo "targets (each ratio: the median over the rounds of the ratio within a round):"
     if [[ -n $b1 ]]; then
-        target_line "backfill 1 worker <= 1.05x the tuned recipe" \
-            "$(ratio_of backfill1 tuned)x" "$(verdict "$(ratio_of backfill1 tuned) <= 1.05")"
-        target_line "backfill 1 worker >= 1.8x faster than naive" \
-            "$(ratio_of naive backfill1)x" "$(verdict "$(ratio_of naive backfill1) >= 1.8")"
+        ratio=$(ratio_of backfill1 tuned)
+        target_line "backfill 1 worker <= 1.05x the tuned recipe" "${ratio}x" \
+            "$(verdict "$ratio <= 1.05")"
+        ratio=$(ratio_of naive backfill1)
+        target_line "backfill 1 worker >= 1.8x faster than naive" "${ratio}x" \
+            "$(verdict "$ratio >= 1.8")"
     else
         target_line "backfill 1 worker <= 1.05x the tuned recipe" "–" "${result[backfill1]}"
         target_line "backfill 1 worker >= 1.8x faster than naive" "–" "${result[backfill1]}"
     fi
     if [[ -n $b1 && -n $b2 ]]; then
-        target_line "backfill 2 workers >= 1.4x faster than 1 worker" \
-            "$(ratio_of backfill1 backfill2)x" "$(verdict "$(ratio_of backfill1 backfill2) >= 1.4")"
+        ratio=$(ratio_of backfill1 backfill2)
+        target_line "backfill 2 workers >= 1.4x faster than 1 worker" "${ratio}x" \
+            "$(verdict "$ratio >= 1.4")"
     else
         target_line "backfill 2 workers >= 1.4x faster than 1 worker" "–" "${result[backfill2]}"
     fi
