@@ -43,10 +43,7 @@ sub source_equals
 my $job = start_job(", pause => '1s'");
 $node->poll_query_until('postgres', "SELECT tasks_done >= 2 FROM backfill_status($job)")
   or die 'job made no progress';
-my $log_offset = -s $node->logfile;
-kill 'KILL', worker_pid($node);
-$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
-$node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
+my $log_offset = kill9_and_wait_for_recovery($node, worker_pid($node));
 $node->wait_for_log(qr/backfill: resuming job $job in database \d+ after a server start/,
 	$log_offset);
 pass('after a kill -9 and crash recovery, the launcher resumes the job');
