@@ -132,11 +132,12 @@ private:
         double ms;        // before asking again
     };
     void nap(long ms);
-    bool wait_while(const std::function<std::optional<Wait>()> &reason);
-    bool sleep(double ms, const std::string &why);
+    bool wait_while(const std::function<std::optional<Wait>()> &reason, bool clear_after = true);
+    bool sleep(double ms, const std::string &why, bool clear_after = true);
     bool throttle(bool new_task);
     void throttle_step();
     double with_lock_retries(const std::string &what, const std::function<void()> &body);
+    double lock_attempts(const std::string &what, const std::function<void()> &body, bool &shown);
     std::string blockers();
     void load(const Task &task);
     Outcome run_task(const Task &task);
@@ -168,10 +169,10 @@ void Run::nap(long ms) {
     });
 }
 
-// Waits on the latch while `reason` gives a why (shown in waiting_on) and how long to wait
-// before asking again (at most a second, so that a pause or cancel is seen soon); returns false
-// as soon as the job is no longer running.
-bool Run::wait_while(const std::function<std::optional<Wait>()> &reason) {
+// Waits on the latch while `reason` gives a why (shown in waiting_on, cleared at the end unless
+// the caller clears it later) and how long to wait before asking again (at most a second, so
+// that a pause or cancel is seen soon); returns false as soon as the job is no longer running.
+bool Run::wait_while(const std::function<std::optional<Wait>()> &reason, bool clear_after) {
     std::optional<std::string> shown;
     bool running = true;
     for (;;) {
@@ -188,20 +189,22 @@ bool Run::wait_while(const std::function<std::optional<Wait>()> &reason) {
         }
         nap((long)std::max(1.0, std::min(wait->ms, 1000.0)));
     }
-    if (shown && running)
+    if (shown && running && clear_after)
         book([&] { control::set_waiting_on(id_, std::nullopt); });
     return running;
 }
 
 // Sleeps ms (or, for the pause between tasks, the job's pause as backfill_set leaves it).
-bool Run::sleep(double ms, const std::string &why) {
+bool Run::sleep(double ms, const std::string &why, bool clear_after) {
     double started = txn::now_ms();
-    return wait_while([&]() -> std::optional<Wait> {
-        double left = started + (why == "pause" ? job_.pause_ms : ms) - txn::now_ms();
-        if (left <= 0)
-            return std::nullopt;
-        return Wait{why, left};
-    });
+    return wait_while(
+        [&]() -> std::optional<Wait> {
+            double left = started + (why == "pause" ? job_.pause_ms : ms) - txn::now_ms();
+            if (left <= 0)
+                return std::nullopt;
+            return Wait{why, left};
+        },
+        clear_after);
 }
 
 // Waits while a throttle holds the job back: outside run_window (only before a new task: a task
@@ -250,9 +253,27 @@ std::string Run::blockers() {
 }
 
 // Runs a step that takes strong locks: each attempt waits at most lock_timeout; between
-// attempts it backs off; after swap_wait it gives up, naming who held the locks.
-// Returns how long the successful attempt took, commit included.
+// attempts it backs off; after swap_wait it gives up, naming who held the locks. From the first
+// attempt that times out until the step ends, waiting_on names them, during the next attempts
+// too. Returns how long the successful attempt took, commit included.
 double Run::with_lock_retries(const std::string &what, const std::function<void()> &body) {
+    bool shown = false;
+    std::exception_ptr error;
+    double took = 0;
+    try {
+        took = lock_attempts(what, body, shown);
+    } catch (...) {
+        error = std::current_exception();
+    }
+    if (shown)
+        book([&] { control::set_waiting_on(id_, std::nullopt); });
+    if (error)
+        std::rethrow_exception(error);
+    return took;
+}
+
+double Run::lock_attempts(const std::string &what, const std::function<void()> &body,
+                          bool &shown) {
     double started = txn::now_ms();
     double backoff = 100;
     for (;;) {
@@ -271,7 +292,8 @@ double Run::with_lock_retries(const std::string &what, const std::function<void(
                               pg::fmt("Held by: %1%.", holders),
                               "The partition was left as it was. Resume the job when the "
                               "blocking sessions are done, or raise swap_wait.");
-        if (!sleep(backoff, "lock: " + holders))
+        shown = true;
+        if (!sleep(backoff, "lock: " + holders, false))
             throw pg::Failure(ERRCODE_QUERY_CANCELED, "the job was stopped while waiting for locks");
         backoff = std::min(backoff * 2, kMaxBackoffMs);
     }

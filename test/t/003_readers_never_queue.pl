@@ -5,7 +5,9 @@
 #
 # 1. Meanwhile 100 new queries through the parent, each reading a random day, all get their
 #    (unchanged) answers, and the slowest waits less than lock_timeout plus a margin (< 1 s);
-#    some of them did queue behind an attempt (else the test would show nothing). When the long
+#    some of them did queue behind an attempt (else the test would show nothing). waiting_on,
+#    read between the readers, names the long transaction every time, lock attempts included
+#    (a DBA watching never sees it blank while the swap waits). When the long
 #    transaction ends, the job finishes: done, the data equal to the source.
 # 2. With a blocker that outlasts swap_wait (3 s), the task fails naming the blocker; the old
 #    partition is intact (same relation, same rows; its write-noting triggers stay while the
@@ -98,9 +100,14 @@ is( $node->safe_psql(
 	'task 1 has built and indexed its shadow: it is at its swap');
 
 my $reader = $node->background_psql('postgres');
-my (@latencies, @wrong);
+my (@latencies, @wrong, %waiting_on_seen);
 for my $n (1 .. $readers)
 {
+	# Between the readers, what the job says it waits for: the lock, during attempts too.
+	my $waiting_on = job_status($job, 'waiting_on');
+	$waiting_on =~ s/^lock: .*pid $blocker_pid \(.*/lock: the long transaction/s;
+	$waiting_on_seen{$waiting_on}++;
+
 	my $day     = $days[ int(rand(@days)) ];
 	my $started = Time::HiRes::time();
 	my $count   = $reader->query_safe("SELECT count(*) FROM events WHERE day = '$day'");
@@ -124,6 +131,9 @@ cmp_ok($worst, '<', $reader_limit_s,
 	"the slowest of the $readers readers took less than ${reader_limit_s}s");
 cmp_ok($queued, '>=', 1,
 	"readers did meet the swap's lock requests (at least one took ${queued_ms}ms or more)");
+is(join(', ', sort keys %waiting_on_seen), 'lock: the long transaction',
+	"waiting_on named the long transaction each of the $readers times it was read, "
+	  . 'lock attempts included');
 like(job_status($job, 'state, tasks_done, waiting_on'),
 	qr/^running\|0\|lock: .*pid $blocker_pid \(/,
 	'after the readers, the job still waits for the long transaction, no task done');
