@@ -15,9 +15,10 @@
 #   MEM_ROWS          rows of the one-partition data set the worker's memory
 #                     is measured on                                  (ROWS / PARTITIONS)
 #   MEM_FACTOR        the second, larger size is MEM_ROWS * MEM_FACTOR         (10)
-#   MEM_MWM           maintenance_work_mem for those two jobs, e.g. 8MB (the server's, 64MB):
-#                     an index build sorts in up to that much, so a partition whose sort
-#                     fits in less uses less
+#   INDEX_MEM         backfill.maintenance_work_mem for every job, e.g. 8MB (its default, -1:
+#                     the server's maintenance_work_mem, 64MB)
+#   MEM_BUDGET        the memory part is also measured with backfill.maintenance_work_mem set
+#                     to this fixed budget ('' to skip)                       (8MB)
 #   QUIET_WAIT        seconds to wait, before each timed run, for other work on
 #                     the machine to stop                                     (120)
 #   PORT              port of the throwaway server                          (54339)
@@ -39,7 +40,8 @@ SMALL_PARTITIONS=${SMALL_PARTITIONS:-500}
 SMALL_ROWS=${SMALL_ROWS:-20}
 MEM_ROWS=${MEM_ROWS:-$((ROWS / PARTITIONS))}
 MEM_FACTOR=${MEM_FACTOR:-10}
-MEM_MWM=${MEM_MWM:-}
+INDEX_MEM=${INDEX_MEM:-}
+MEM_BUDGET=${MEM_BUDGET-8MB}
 QUIET_WAIT=${QUIET_WAIT:-120}
 PORT=${PORT:-54339}
 KEEP=${KEEP:-0}
@@ -120,6 +122,8 @@ log_line_prefix = '%m [%p] %b '
 log_lock_waits = on
 dynamic_library_path = '$workdir/lib:\$libdir'    # the library copied at the build first
 EOF
+    [[ -z $INDEX_MEM ]] ||
+        echo "backfill.maintenance_work_mem = '$INDEX_MEM'" >>"$workdir/data/postgresql.conf"
     runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w \
         start >/dev/null
     postmaster=$(head -n 1 "$workdir/data/postmaster.pid")
@@ -539,29 +543,42 @@ run_overhead() {
 
 # ---------------------------------------------------------------- worker memory
 # One partition of MEM_ROWS rows, then of MEM_ROWS * MEM_FACTOR rows, each backfilled by one
-# worker while bench_watch samples it. VmHWM counts the shared buffers the worker touched, which
-# grow with the data by nature; RssAnon is its private memory, the one that must stay flat.
+# worker while bench_watch samples it: with the index builds' memory as configured, then with
+# the fixed budget MEM_BUDGET. VmHWM counts the shared buffers the worker touched, which grow
+# with the data by nature; RssAnon is its private memory, the one that must stay flat.
+# mem_peaks and mem_ok are keyed "SIZE" (as configured) and "budget SIZE".
 
 declare -A mem_peaks mem_ok
 
+# Sets backfill.maintenance_work_mem server-wide (DEFAULT: as postgresql.conf has it); the
+# second lets the server take in the reload before the next worker is started.
+set_index_mem() {   # value|DEFAULT
+    local change="SET backfill.maintenance_work_mem = '$1'"
+    [[ $1 != DEFAULT ]] || change="RESET backfill.maintenance_work_mem"
+    sql -c "LOAD 'backfill'" -c "ALTER SYSTEM $change" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 1
+}
+
 run_memory() {
-    local size rows
-    # The worker logs in to the database, so a database setting reaches it.
-    [[ -z $MEM_MWM ]] || sql -c "ALTER DATABASE bench SET maintenance_work_mem = '$MEM_MWM'"
+    local size rows key
     for size in 1 "$MEM_FACTOR"; do
         rows=$((MEM_ROWS * size))
         use_dataset single 1 month YYYY_MM 2024-01-01
         create_dataset "$rows" 1000
-        progress "restoring single ($rows rows), then: backfill with its worker watched"
-        restore_table
-        run_backfill 1 0.01   # short steps of the small size must not fall between samples
-        mem_ok[$size]=$(backfill_verdict)
-        mem_peaks[$size]=""
-        [[ -z $JOB ]] || mem_peaks[$size]=$(memory_peaks_of_watch "$WATCH")
-        progress "  VmHWM and RssAnon by step (kB): ${mem_peaks[$size]:-–}; ${mem_ok[$size]}"
+        for key in "$size" ${MEM_BUDGET:+"budget $size"}; do
+            [[ $key == "$size" ]] || set_index_mem "$MEM_BUDGET"
+            progress "restoring single ($rows rows), then: backfill with its worker watched," \
+                "index builds in $(index_mem)"
+            restore_table
+            run_backfill 1 0.01   # short steps of the small size must not fall between samples
+            mem_ok[$key]=$(backfill_verdict)
+            mem_peaks[$key]=""
+            [[ -z $JOB ]] || mem_peaks[$key]=$(memory_peaks_of_watch "$WATCH")
+            progress "  VmHWM and RssAnon by step (kB): ${mem_peaks[$key]:-–}; ${mem_ok[$key]}"
+            [[ $key == "$size" ]] || set_index_mem DEFAULT
+        done
         sql -c "DROP TABLE single, single_orig, single_fix"
     done
-    [[ -z $MEM_MWM ]] || sql -c "ALTER DATABASE bench RESET maintenance_work_mem"
 }
 
 # The largest RssAnon of the steps matching the regular expression STEPS (all by default), in
@@ -661,15 +678,22 @@ print_targets() {
     else
         target_line "per-task overhead < 20 ms" "–" "$overhead_backfill_ok"
     fi
-    if [[ -n ${mem_peaks[1]} && -n ${mem_peaks[$MEM_FACTOR]} ]]; then
-        small=$(peak_anon "${mem_peaks[1]}") big=$(peak_anon "${mem_peaks[$MEM_FACTOR]}")
-        target_line "worker peak memory (RssAnon) at ${MEM_FACTOR}x within 10% of 1x" \
-            "$(calc "%+.0f%%" "($big / $small - 1) * 100")" "$(verdict "$big <= 1.10 * $small")"
-    else
-        target_line "worker peak memory (RssAnon) at ${MEM_FACTOR}x within 10% of 1x" "–" \
-            "not measured"
-    fi
+    memory_target "worker peak memory (RssAnon) at ${MEM_FACTOR}x within 10% of 1x" ""
+    [[ -z $MEM_BUDGET ]] ||
+        memory_target "  the same, backfill.maintenance_work_mem = $MEM_BUDGET" "budget "
     echo "  (for reference: 2 hand sessions are $(ratio_of tuned tuned2)x faster than 1 on this machine)"
+}
+
+# The memory target for the runs keyed "PREFIX SIZE".
+memory_target() {   # label prefix
+    local small=${mem_peaks[${2}1]:-} big=${mem_peaks[${2}$MEM_FACTOR]:-}
+    if [[ -z $small || -z $big ]]; then
+        target_line "$1" "–" "not measured"
+        return 0
+    fi
+    small=$(peak_anon "$small") big=$(peak_anon "$big")
+    target_line "$1" "$(calc "%+.0f%%" "($big / $small - 1) * 100")" \
+        "$(verdict "$big <= 1.10 * $small")"
 }
 
 print_overhead() {
@@ -685,26 +709,31 @@ print_overhead() {
         "than the recipe's $(calc "%.1f" "$overhead_tuned * 1000 / $SMALL_PARTITIONS") ms"
 }
 
+index_mem() { sql -c "LOAD 'backfill'" -c "SHOW backfill.maintenance_work_mem"; }
+
 print_memory() {
-    local size
-    echo "worker memory (peak RssAnon, private; VmHWM also counts the shared buffers it touched)," \
-        "maintenance_work_mem ${MEM_MWM:-$(sql -c "SHOW maintenance_work_mem")}:"
-    for size in 1 "$MEM_FACTOR"; do
-        if [[ -z ${mem_peaks[$size]} ]]; then
-            echo "  one partition of $((MEM_ROWS * size)) rows: not measured (${mem_ok[$size]})"
+    local size key
+    echo "worker memory (peak RssAnon, private; VmHWM also counts the shared buffers it touched):"
+    for key in 1 "$MEM_FACTOR" ${MEM_BUDGET:+"budget 1" "budget $MEM_FACTOR"}; do
+        size=${key#budget }
+        echo -n "  one partition of $((MEM_ROWS * size)) rows, index builds in"
+        [[ $key == "$size" ]] && echo -n " $(index_mem): " || echo -n " $MEM_BUDGET: "
+        if [[ -z ${mem_peaks[$key]} ]]; then
+            echo "not measured (${mem_ok[$key]})"
             continue
         fi
-        echo "  one partition of $((MEM_ROWS * size)) rows: $(peak_anon "${mem_peaks[$size]}" |
-            awk '{ printf "%.0f MB", $1 / 1024 }'), by step: $(anon_by_step "${mem_peaks[$size]}");" \
-            "VmHWM $((${mem_peaks[$size]%% *} / 1024)) MB; ${mem_ok[$size]}"
+        echo "$(peak_anon "${mem_peaks[$key]}" | awk '{ printf "%.0f MB", $1 / 1024 }')," \
+            "by step: $(anon_by_step "${mem_peaks[$key]}"); VmHWM" \
+            "$((${mem_peaks[$key]%% *} / 1024)) MB; ${mem_ok[$key]}"
     done
     if [[ -n $overhead_memory ]]; then
         echo "  the $SMALL_PARTITIONS-task job: $(peak_anon "$overhead_memory" |
             awk '{ printf "%.0f MB", $1 / 1024 }'), by step: $(anon_by_step "$overhead_memory")"
     fi
-    # The index build sorts in memory up to maintenance_work_mem: its peak follows the
-    # partition's size up to that cap, by PostgreSQL's design, and what the sort frees may stay
-    # resident until reused (the swap step shows it). The steps before it must not move at all.
+    # The index build sorts in memory up to backfill.maintenance_work_mem (-1: up to
+    # maintenance_work_mem): a sort that needs less (a small partition) uses less, and what the
+    # sort frees may stay resident until reused (the swap step shows it). The steps before it
+    # must not move at all.
     if [[ -n ${mem_peaks[1]} && -n ${mem_peaks[$MEM_FACTOR]} ]]; then
         echo "  before the index step (shadow, load): $(calc "%.1f" "$(peak_anon "${mem_peaks[1]}" \
             '^(building|loading)$') / 1024") MB at 1x, $(calc "%.1f" "$(peak_anon \
@@ -735,7 +764,8 @@ print_report() {
         "untouched partition before them; primary key (id, day) and $INDEXES secondary index(es)"
     machine_line
     echo "server: shared_buffers 1GB, max_wal_size 8GB, synchronous_commit on, autovacuum off," \
-        "maintenance_work_mem $(sql -c "SHOW maintenance_work_mem"); each variant on the table" \
+        "maintenance_work_mem $(sql -c "SHOW maintenance_work_mem") (backfill's index builds:" \
+        "$(index_mem)); each variant on the table" \
         "rebuilt from the same pristine copy, after a CHECKPOINT, on an idle machine$( ((REPEAT == 1)) ||
             echo "; medians of $REPEAT rounds")"
     echo "server CPU: CPU-seconds the server spent on the variant; other CPU: CPU-seconds the" \
@@ -752,12 +782,14 @@ print_report() {
 }
 
 all_verified() {
-    local v
+    local v key
     for v in "${VARIANTS[@]}"; do
         [[ ${result[$v]} == OK || ${result[$v]} == "not supported yet" ]] || return 1
     done
-    [[ $overhead_tuned_ok == OK && $overhead_backfill_ok == OK && ${mem_ok[1]} == OK &&
-        ${mem_ok[$MEM_FACTOR]} == OK ]]
+    [[ $overhead_tuned_ok == OK && $overhead_backfill_ok == OK ]] || return 1
+    for key in "${!mem_ok[@]}"; do
+        [[ ${mem_ok[$key]} == OK ]] || return 1
+    done
 }
 
 main() {

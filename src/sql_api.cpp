@@ -18,6 +18,7 @@
 #include "txn.hpp"
 
 #include <algorithm>
+#include <climits>
 
 extern "C" {
 #include "access/xact.h"
@@ -47,6 +48,14 @@ using namespace sql;
 namespace {
 
 int max_workers = 4;  // GUC backfill.max_workers
+
+// backfill.maintenance_work_mem: -1, or a value maintenance_work_mem accepts (1MB or more).
+bool check_index_build_mem(int *kb, void **extra, GucSource source) {
+    if (*kb == -1 || *kb >= 1024)
+        return true;
+    GUC_check_errdetail("It must be -1 (use maintenance_work_mem) or at least 1MB.");
+    return false;
+}
 
 // How many workers a job gets: what it asks for, but no more than backfill.max_workers, its
 // number of tasks, or the background worker slots free now; a NOTICE says when it gets fewer.
@@ -203,6 +212,13 @@ void _PG_init(void) {
                             "jobs beyond them queue.",
                             NULL, &pool::max_total_workers, 8, 1, 1024, PGC_SIGHUP, 0,
                             NULL, NULL, NULL);
+    DefineCustomIntVariable("backfill.maintenance_work_mem",
+                            "maintenance_work_mem of the index builds of backfill jobs; -1 uses "
+                            "maintenance_work_mem.",
+                            "A fixed budget keeps a runner's memory the same however large its "
+                            "partitions are; a larger index sort spills to temporary files.",
+                            &task::index_build_mem_kb, -1, -1, MAX_KILOBYTES, PGC_SIGHUP,
+                            GUC_UNIT_KB, check_index_build_mem, NULL, NULL);
     MarkGUCPrefixReserved("backfill");
     if (process_shared_preload_libraries_in_progress)
         launcher::register_at_startup();

@@ -252,6 +252,8 @@ void load_shadow(const Job &job, const Task &t) {
     guc::pop(level);
 }
 
+int index_build_mem_kb = -1;
+
 void build_indexes(const Job &job, const Task &t) {
     std::string oid = partition_oid(job, t);
     std::string shadow = qualified(t.schema, shadow_name(t));
@@ -266,6 +268,8 @@ void build_indexes(const Job &job, const Task &t) {
         // only compete for the same cores.
         if (job.workers > 1)
             settings.push_back({"max_parallel_maintenance_workers", "0"});
+        if (index_build_mem_kb != -1)
+            settings.push_back({"maintenance_work_mem", std::to_string(index_build_mem_kb)});
         int level = guc::push(settings);
         if (index[3])  // backs a PRIMARY KEY, UNIQUE or EXCLUDE constraint: ATTACH needs one too
             spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(name) + " " +
