@@ -712,12 +712,13 @@ print_overhead() {
 index_mem() { sql -c "LOAD 'backfill'" -c "SHOW backfill.maintenance_work_mem"; }
 
 print_memory() {
-    local size key
+    local size key budget
     echo "worker memory (peak RssAnon, private; VmHWM also counts the shared buffers it touched):"
     for key in 1 "$MEM_FACTOR" ${MEM_BUDGET:+"budget 1" "budget $MEM_FACTOR"}; do
         size=${key#budget }
-        echo -n "  one partition of $((MEM_ROWS * size)) rows, index builds in"
-        [[ $key == "$size" ]] && echo -n " $(index_mem): " || echo -n " $MEM_BUDGET: "
+        budget=$MEM_BUDGET
+        [[ $key != "$size" ]] || budget=$(index_mem)
+        echo -n "  one partition of $((MEM_ROWS * size)) rows, index builds in $budget: "
         if [[ -z ${mem_peaks[$key]} ]]; then
             echo "not measured (${mem_ok[$key]})"
             continue
