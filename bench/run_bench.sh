@@ -550,8 +550,11 @@ run_overhead() {
 
 declare -A mem_peaks mem_ok
 
-# Sets backfill.maintenance_work_mem server-wide (DEFAULT: as postgresql.conf has it); the
-# second lets the server take in the reload before the next worker is started.
+# backfill.maintenance_work_mem as a new session (so a worker) has it.
+index_mem() { sql -c "LOAD 'backfill'" -c "SHOW backfill.maintenance_work_mem"; }
+
+# Sets backfill.maintenance_work_mem server-wide (DEFAULT: as postgresql.conf has it); a
+# second's sleep lets the server take in the reload before the next worker is started.
 set_index_mem() {   # value|DEFAULT
     local change="SET backfill.maintenance_work_mem = '$1'"
     [[ $1 != DEFAULT ]] || change="RESET backfill.maintenance_work_mem"
@@ -708,8 +711,6 @@ print_overhead() {
         "$(calc "%.1f" "($overhead_backfill - $overhead_tuned) * 1000 / $SMALL_PARTITIONS") ms more" \
         "than the recipe's $(calc "%.1f" "$overhead_tuned * 1000 / $SMALL_PARTITIONS") ms"
 }
-
-index_mem() { sql -c "LOAD 'backfill'" -c "SHOW backfill.maintenance_work_mem"; }
 
 print_memory() {
     local size key budget
