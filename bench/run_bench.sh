@@ -15,10 +15,10 @@
 #   MEM_ROWS          rows of the one-partition data set the worker's memory
 #                     is measured on                                  (ROWS / PARTITIONS)
 #   MEM_FACTOR        the second, larger size is MEM_ROWS * MEM_FACTOR         (10)
-#   INDEX_MEM         backfill.maintenance_work_mem for every job, e.g. 8MB (its default, -1:
-#                     the server's maintenance_work_mem, 64MB)
-#   MEM_BUDGET        the memory part is also measured with backfill.maintenance_work_mem set
-#                     to this fixed budget ('' to skip)                       (8MB)
+#   INDEX_MEM         backfill.maintenance_work_mem for every job, e.g. -1 (the server's
+#                     maintenance_work_mem, 64MB) or 32MB (its default: 8MB)
+#   MEM_COMPARE       the memory part is also measured with backfill.maintenance_work_mem set
+#                     to this ('' to skip)                                      (-1)
 #   QUIET_WAIT        seconds to wait, before each timed run, for other work on
 #                     the machine to stop                                     (120)
 #   PORT              port of the throwaway server                          (54339)
@@ -41,7 +41,7 @@ SMALL_ROWS=${SMALL_ROWS:-20}
 MEM_ROWS=${MEM_ROWS:-$((ROWS / PARTITIONS))}
 MEM_FACTOR=${MEM_FACTOR:-10}
 INDEX_MEM=${INDEX_MEM:-}
-MEM_BUDGET=${MEM_BUDGET-8MB}
+MEM_COMPARE=${MEM_COMPARE--1}
 QUIET_WAIT=${QUIET_WAIT:-120}
 PORT=${PORT:-54339}
 KEEP=${KEEP:-0}
@@ -544,9 +544,9 @@ run_overhead() {
 # ---------------------------------------------------------------- worker memory
 # One partition of MEM_ROWS rows, then of MEM_ROWS * MEM_FACTOR rows, each backfilled by one
 # worker while bench_watch samples it: with the index builds' memory as configured, then with
-# the fixed budget MEM_BUDGET. VmHWM counts the shared buffers the worker touched, which grow
+# backfill.maintenance_work_mem = MEM_COMPARE. VmHWM counts the shared buffers the worker touched, which grow
 # with the data by nature; RssAnon is its private memory, the one that must stay flat.
-# mem_peaks and mem_ok are keyed "SIZE" (as configured) and "budget SIZE".
+# mem_peaks and mem_ok are keyed "SIZE" (as configured) and "compare SIZE".
 
 declare -A mem_peaks mem_ok
 
@@ -568,8 +568,8 @@ run_memory() {
         rows=$((MEM_ROWS * size))
         use_dataset single 1 month YYYY_MM 2024-01-01
         create_dataset "$rows" 1000
-        for key in "$size" ${MEM_BUDGET:+"budget $size"}; do
-            [[ $key == "$size" ]] || set_index_mem "$MEM_BUDGET"
+        for key in "$size" ${MEM_COMPARE:+"compare $size"}; do
+            [[ $key == "$size" ]] || set_index_mem "$MEM_COMPARE"
             progress "restoring single ($rows rows), then: backfill with its worker watched," \
                 "index builds in $(index_mem)"
             restore_table
@@ -682,8 +682,8 @@ print_targets() {
         target_line "per-task overhead < 20 ms" "–" "$overhead_backfill_ok"
     fi
     memory_target "worker peak memory (RssAnon) at ${MEM_FACTOR}x within 10% of 1x" ""
-    [[ -z $MEM_BUDGET ]] ||
-        memory_target "  the same, backfill.maintenance_work_mem = $MEM_BUDGET" "budget "
+    [[ -z $MEM_COMPARE ]] ||
+        memory_target "  the same, backfill.maintenance_work_mem = $MEM_COMPARE" "compare "
     echo "  (for reference: 2 hand sessions are $(ratio_of tuned tuned2)x faster than 1 on this machine)"
 }
 
@@ -713,13 +713,14 @@ print_overhead() {
 }
 
 print_memory() {
-    local size key budget
+    local size key setting
     echo "worker memory (peak RssAnon, private; VmHWM also counts the shared buffers it touched):"
-    for key in 1 "$MEM_FACTOR" ${MEM_BUDGET:+"budget 1" "budget $MEM_FACTOR"}; do
-        size=${key#budget }
-        budget=$MEM_BUDGET
-        [[ $key != "$size" ]] || budget=$(index_mem)
-        echo -n "  one partition of $((MEM_ROWS * size)) rows, index builds in $budget: "
+    for key in 1 "$MEM_FACTOR" ${MEM_COMPARE:+"compare 1" "compare $MEM_FACTOR"}; do
+        size=${key#compare }
+        setting=$MEM_COMPARE
+        [[ $key != "$size" ]] || setting=$(index_mem)
+        echo -n "  one partition of $((MEM_ROWS * size)) rows, backfill.maintenance_work_mem" \
+            "$setting: "
         if [[ -z ${mem_peaks[$key]} ]]; then
             echo "not measured (${mem_ok[$key]})"
             continue
@@ -732,7 +733,7 @@ print_memory() {
         echo "  the $SMALL_PARTITIONS-task job: $(peak_anon "$overhead_memory" |
             awk '{ printf "%.0f MB", $1 / 1024 }'), by step: $(anon_by_step "$overhead_memory")"
     fi
-    # The index build sorts in memory up to backfill.maintenance_work_mem (-1: up to
+    # The index build sorts in memory up to its share of backfill.maintenance_work_mem (-1: of
     # maintenance_work_mem): a sort that needs less (a small partition) uses less, and what the
     # sort frees may stay resident until reused (the swap step shows it). The steps before it
     # must not move at all.

@@ -215,9 +215,10 @@ void _PG_init(void) {
     DefineCustomIntVariable("backfill.maintenance_work_mem",
                             "maintenance_work_mem of the index builds of backfill jobs; -1 uses "
                             "maintenance_work_mem.",
-                            "A fixed budget keeps a runner's memory the same however large its "
-                            "partitions are; a larger index sort spills to temporary files.",
-                            &task::index_build_mem_kb, -1, -1, MAX_KILOBYTES, PGC_SIGHUP,
+                            "Shared by a build's parallel participants. A fixed budget keeps a "
+                            "runner's memory the same however large its partitions are; a larger "
+                            "index sort spills to temporary files.",
+                            &task::index_build_mem_kb, 8192, -1, MAX_KILOBYTES, PGC_SIGHUP,
                             GUC_UNIT_KB, check_index_build_mem, NULL, NULL);
     MarkGUCPrefixReserved("backfill");
     if (process_shared_preload_libraries_in_progress)

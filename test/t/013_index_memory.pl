@@ -1,12 +1,19 @@
 # backfill.maintenance_work_mem: the memory each index build of a job sorts in, whatever the
-# server's maintenance_work_mem (64MB here). trace_sort logs the budget of every index sort
-# ("begin index sort: ... workMem = N" in kB); each job below builds the primary key and one
-# secondary index of each of its 2 partitions: 4 sorts, plus the primary key's spool for dead
-# rows, which gets work_mem (3MB here) as in any unique index build.
-# 1. By default (-1) a background worker sorts in the server's maintenance_work_mem.
-# 2. Set to 8MB in postgresql.conf and reloaded, a background worker sorts in 8MB.
-# 3. Set to 2MB, a session run (CALL backfill_run) sorts in 2MB.
-# 4. Refused: below 1MB (other than -1), and a SET in a session (a server-wide setting).
+# server's maintenance_work_mem (48MB here), shared by the build's parallel participants.
+# trace_sort logs the budget of every index sort ("begin index sort: ... workMem = N" in kB):
+# a serial build logs one sort of the whole budget; a parallel one logs the leader's merge with
+# the whole budget and one sort per participant with its share. Each job below builds the
+# primary key and one secondary index of each of its 2 partitions, plus the primary key's spool
+# for dead rows (work_mem, 3MB here, per participant) as in any unique index build. The
+# partitions are small, so min_parallel_table_scan_size is lowered for PostgreSQL to consider a
+# parallel build at all; max_parallel_maintenance_workers = 1 makes 2 participants.
+# 1. By default (8MB) a one-worker job builds each index in parallel, 4MB per participant, where
+#    PostgreSQL itself would not (it wants 32MB per participant), and leaves no option behind.
+# 2. A job with 2 workers builds serially (its workers already fill the cores), 8MB each.
+# 3. A partition that sets parallel_workers keeps it, and its builds follow it.
+# 4. -1: maintenance_work_mem and PostgreSQL's own plan (serial: 24MB per participant is too little).
+# 5. Set to 2MB, a session run (CALL backfill_run) sorts in 2MB.
+# 6. Refused: below 1MB (other than -1), and a SET in a session (a server-wide setting).
 use strict;
 use warnings;
 
@@ -19,7 +26,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $node = new_node('index_memory');
-$node->append_conf('postgresql.conf', "maintenance_work_mem = '64MB'\nwork_mem = '3MB'\ntrace_sort = on\n");
+$node->append_conf('postgresql.conf', "maintenance_work_mem = '48MB'\nwork_mem = '3MB'\ntrace_sort = on\n"
+	  . "min_parallel_table_scan_size = '8kB'\nmax_parallel_maintenance_workers = 1\n");
 $node->reload;
 $node->safe_psql(
 	'postgres', q{
@@ -59,16 +67,34 @@ sub set_index_memory
 	return;
 }
 
-is(index_sort_budgets(''), '3072 3072 65536 65536 65536 65536',
-	'by default, each of the 4 index sorts of a worker gets the server\'s maintenance_work_mem');
+# Per index: the leader's merge (8192) and two participants (4096 each); the primary key's
+# dead-row spool likewise: the leader's (3072) and one per participant (3072 each).
+is(index_sort_budgets(''), join(' ', (3072) x 6, (4096) x 8, (8192) x 4),
+	'by default, a worker builds each index in parallel, sharing 8MB');
+is( $node->safe_psql(
+		'postgres', "SELECT count(*) FROM pg_class WHERE relname LIKE 'm%' AND reloptions IS NOT NULL"),
+	'0',
+	'no table is left with a parallel_workers option');
 
-set_index_memory('8MB');
-is(index_sort_budgets(''), '3072 3072 8192 8192 8192 8192',
-	'set to 8MB and reloaded, each index sort of a worker gets 8MB, not maintenance_work_mem');
+is(index_sort_budgets(', workers => 2'), '3072 3072 8192 8192 8192 8192',
+	'with 2 workers, each index is built serially in 8MB');
+
+$node->safe_psql('postgres', 'ALTER TABLE m_01 SET (parallel_workers = 0)');
+# m_01: 8192 per index and one spool (3072); m_02 as in the first job.
+is(index_sort_budgets(''), join(' ', (3072) x 4, (4096) x 4, (8192) x 4),
+	'a partition that sets parallel_workers = 0 is built serially, the other in parallel');
+is($node->safe_psql('postgres', "SELECT relname, reloptions FROM pg_class WHERE relname IN ('m_01', 'm_02') ORDER BY 1"),
+	"m_01|{parallel_workers=0}\nm_02|", 'the partition keeps its own option');
+$node->safe_psql('postgres', 'ALTER TABLE m_01 RESET (parallel_workers)');
+
+set_index_memory('-1');
+is(index_sort_budgets(''), '3072 3072 49152 49152 49152 49152',
+	'with -1, each index sort gets maintenance_work_mem, serially as PostgreSQL plans it');
 
 set_index_memory('2MB');
-is(index_sort_budgets(', background => false'), '2048 2048 2048 2048 3072 3072',
-	'set to 2MB, a session run sorts in 2MB');
+# A participant's dead-row spool gets no more than its share (1024) of the budget.
+is(index_sort_budgets(', background => false'), join(' ', (1024) x 12, (2048) x 4, (3072) x 2),
+	'set to 2MB, a session run sorts in 2MB, in parallel');
 
 my ($ret, $stdout, $stderr) = $node->psql('postgres',
 	"LOAD 'backfill'; ALTER SYSTEM SET backfill.maintenance_work_mem = '512kB'");
