@@ -273,15 +273,16 @@ int heap_size_index_workers(double pages) {
 }
 
 // With a fixed budget, PostgreSQL would drop the parallel workers of the shadow's index builds
-// (it wants 32MB per participant), yet measured here a parallel build sharing the budget is as
-// fast as one with 64MB each. The table's parallel_workers option makes PostgreSQL plan by heap
-// size alone, as for any table that sets it; a partition that sets it keeps its own. Returns
-// whether it set the option, which reset_parallel_index_build then removes.
-bool plan_parallel_index_build(const Job &job, const std::string &shadow) {
-    if (index_build_mem_kb == -1 || job.workers > 1)
+// (it wants 32MB per participant), yet a parallel build sharing the budget is as fast as one
+// with 64MB each (README, Benchmark). The table's parallel_workers option makes PostgreSQL plan
+// by heap size alone, as for any table that sets it; a partition that sets it keeps its own.
+// Returns whether it set the option, for build_indexes to remove it after the builds.
+bool plan_parallel_index_build(const Job &job, const std::string &shadow, bool has_indexes) {
+    if (!has_indexes || index_build_mem_kb == -1 || job.workers > 1)
         return false;
     spi::Row facts = spi::exec(
-        "SELECT pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int, "
+        "SELECT pg_catalog.pg_relation_size(c.oid) / "
+        "       pg_catalog.current_setting('block_size')::int, "
         "       EXISTS (SELECT FROM pg_catalog.pg_options_to_table(c.reloptions) "
         "               WHERE option_name = 'parallel_workers') "
         "FROM pg_catalog.pg_class c WHERE c.oid = $1",
@@ -300,7 +301,7 @@ void build_indexes(const Job &job, const Task &t) {
     std::string oid = partition_oid(job, t);
     std::string shadow = qualified(t.schema, shadow_name(t));
     spi::Result indexes = partition_indexes(oid);
-    bool parallel_option_set = plan_parallel_index_build(job, shadow);
+    bool parallel_option_set = plan_parallel_index_build(job, shadow, !indexes.rows.empty());
     for (size_t n = 0; n < indexes.rows.size(); n++) {
         const spi::Row &index = indexes.rows[n];
         std::string name = new_index_name(t, n);
