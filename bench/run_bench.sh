@@ -544,8 +544,9 @@ run_overhead() {
 # ---------------------------------------------------------------- worker memory
 # One partition of MEM_ROWS rows, then of MEM_ROWS * MEM_FACTOR rows, each backfilled by one
 # worker while bench_watch samples it: with the index builds' memory as configured, then with
-# backfill.maintenance_work_mem = MEM_COMPARE. VmHWM counts the shared buffers the worker touched, which grow
-# with the data by nature; RssAnon is its private memory, the one that must stay flat.
+# backfill.maintenance_work_mem = MEM_COMPARE. VmHWM counts the shared buffers the worker
+# touched, which grow with the data by nature; RssAnon is its private memory, the one that must
+# stay flat.
 # mem_peaks and mem_ok are keyed "SIZE" (as configured) and "compare SIZE".
 
 declare -A mem_peaks mem_ok
