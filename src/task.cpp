@@ -291,7 +291,8 @@ bool plan_parallel_index_build(const Job &job, const std::string &shadow, bool h
     int workers = heap_size_index_workers(std::stod(*facts[0]));
     if (*facts[1] == "t" || workers == 0)
         return false;
-    spi::exec("ALTER TABLE " + shadow + " SET (parallel_workers = " + std::to_string(workers) + ")");
+    spi::exec("ALTER TABLE " + shadow + " SET (parallel_workers = " + std::to_string(workers) +
+              ")");
     return true;
 }
 

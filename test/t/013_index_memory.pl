@@ -11,7 +11,8 @@
 #    PostgreSQL itself would not (it wants 32MB per participant), and leaves no option behind.
 # 2. A job with 2 workers builds serially (its workers already fill the cores), 8MB each.
 # 3. A partition that sets parallel_workers keeps it, and its builds follow it.
-# 4. -1: maintenance_work_mem and PostgreSQL's own plan (serial: 24MB per participant is too little).
+# 4. -1: maintenance_work_mem and PostgreSQL's own plan (serial: 24MB per participant is too
+#    little for it).
 # 5. Set to 2MB, a session run (CALL backfill_run) sorts in 2MB.
 # 6. Refused: below 1MB (other than -1), and a SET in a session (a server-wide setting).
 use strict;
@@ -26,7 +27,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $node = new_node('index_memory');
-$node->append_conf('postgresql.conf', "maintenance_work_mem = '48MB'\nwork_mem = '3MB'\ntrace_sort = on\n"
+$node->append_conf('postgresql.conf',
+	"maintenance_work_mem = '48MB'\nwork_mem = '3MB'\ntrace_sort = on\n"
 	  . "min_parallel_table_scan_size = '8kB'\nmax_parallel_maintenance_workers = 1\n");
 $node->reload;
 $node->safe_psql(
@@ -83,7 +85,9 @@ $node->safe_psql('postgres', 'ALTER TABLE m_01 SET (parallel_workers = 0)');
 # m_01: 8192 per index and one spool (3072); m_02 as in the first job.
 is(index_sort_budgets(''), join(' ', (3072) x 4, (4096) x 4, (8192) x 4),
 	'a partition that sets parallel_workers = 0 is built serially, the other in parallel');
-is($node->safe_psql('postgres', "SELECT relname, reloptions FROM pg_class WHERE relname IN ('m_01', 'm_02') ORDER BY 1"),
+is( $node->safe_psql(
+		'postgres',
+		"SELECT relname, reloptions FROM pg_class WHERE relname IN ('m_01', 'm_02') ORDER BY 1"),
 	"m_01|{parallel_workers=0}\nm_02|", 'the partition keeps its own option');
 $node->safe_psql('postgres', 'ALTER TABLE m_01 RESET (parallel_workers)');
 
