@@ -41,6 +41,10 @@ std::string old_index_name(const Task &t, size_t n) {
 
 std::string partition_range(const Task &t) { return "[" + t.lower + ", " + t.upper + ")"; }
 
+// A job of several workers already keeps the cores busy: its steps use no parallel workers of
+// PostgreSQL's (count, index builds), which would only compete with them for the same cores.
+bool workers_fill_cores(const Job &job) { return job.workers > 1; }
+
 // The relation a qualified name resolves to now, or nullopt.
 spi::Text relation_oid(const std::string &qualified_name) {
     return spi::scalar("SELECT pg_catalog.to_regclass($1)::oid::text",
@@ -210,8 +214,7 @@ void load_shadow(const Job &job, const Task &t) {
     int level = guc::push(guc::canonical());
     control::clear_writes(t);
     guc::pop(level);
-    // Several workers already keep the cores busy: a parallel count would only compete with them.
-    level = guc::push(job.workers > 1 ? guc::Settings{{"max_parallel_workers_per_gather", "0"}}
+    level = guc::push(workers_fill_cores(job) ? guc::Settings{{"max_parallel_workers_per_gather", "0"}}
                                       : guc::Settings{});
     spi::Text rows_before = spi::scalar("SELECT pg_catalog.count(*) FROM ONLY " + t.qualified());
     guc::pop(level);
@@ -278,7 +281,7 @@ int heap_size_index_workers(double pages) {
 // by heap size alone, as for any table that sets it; a partition that sets it keeps its own.
 // Returns whether it set the option, for build_indexes to remove it after the builds.
 bool plan_parallel_index_build(const Job &job, const std::string &shadow, bool has_indexes) {
-    if (!has_indexes || index_build_mem_kb == -1 || job.workers > 1)
+    if (!has_indexes || index_build_mem_kb == -1 || workers_fill_cores(job))
         return false;
     spi::Row facts = spi::exec(
         "SELECT pg_catalog.pg_relation_size(c.oid) / "
@@ -309,9 +312,7 @@ void build_indexes(const Job &job, const Task &t) {
         // Neither definition names the index's tablespace (and a constraint's clause for it
         // would go before DEFERRABLE or WHERE): the setting puts the index where the old one is.
         guc::Settings settings = {{"default_tablespace", *index[5]}};
-        // Several workers already keep the cores busy: parallel index builds on top of them
-        // only compete for the same cores.
-        if (job.workers > 1)
+        if (workers_fill_cores(job))
             settings.push_back({"max_parallel_maintenance_workers", "0"});
         if (index_build_mem_kb != -1)
             settings.push_back({"maintenance_work_mem", std::to_string(index_build_mem_kb)});
