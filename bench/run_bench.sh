@@ -19,6 +19,8 @@
 #                     maintenance_work_mem, 64MB) or 32MB (its default: 8MB)
 #   MEM_COMPARE       the memory part is also measured with backfill.maintenance_work_mem set
 #                     to this ('' to skip)                                      (-1)
+#   PG_SETTINGS       server settings to use instead of the benchmark's, e.g.
+#                     'shared_buffers=128MB; max_wal_size=1GB' (PostgreSQL's defaults)   ('')
 #   QUIET_WAIT        seconds to wait, before each timed run, for other work on
 #                     the machine to stop                                     (120)
 #   PORT              port of the throwaway server                          (54339)
@@ -42,6 +44,7 @@ MEM_ROWS=${MEM_ROWS:-$((ROWS / PARTITIONS))}
 MEM_FACTOR=${MEM_FACTOR:-10}
 INDEX_MEM=${INDEX_MEM:-}
 MEM_COMPARE=${MEM_COMPARE--1}
+PG_SETTINGS=${PG_SETTINGS:-}
 QUIET_WAIT=${QUIET_WAIT:-120}
 PORT=${PORT:-54339}
 KEEP=${KEEP:-0}
@@ -122,6 +125,7 @@ log_line_prefix = '%m [%p] %b '
 log_lock_waits = on
 dynamic_library_path = '$workdir/lib:\$libdir'    # the library copied at the build first
 EOF
+    tr ';' '\n' <<<"$PG_SETTINGS" >>"$workdir/data/postgresql.conf"   # later lines win
     [[ -z $INDEX_MEM ]] ||
         echo "backfill.maintenance_work_mem = '$INDEX_MEM'" >>"$workdir/data/postgresql.conf"
     runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w \
@@ -767,8 +771,10 @@ print_report() {
     echo "backfill benchmark: $ROWS rows in $PARTITIONS monthly partitions (2024-01 on) plus one" \
         "untouched partition before them; primary key (id, day) and $INDEXES secondary index(es)"
     machine_line
-    echo "server: shared_buffers 1GB, max_wal_size 8GB, synchronous_commit on, autovacuum off," \
-        "maintenance_work_mem $(sql -c "SHOW maintenance_work_mem") (backfill's index builds:" \
+    echo "server: $(sql -c "SELECT string_agg(name || ' ' || current_setting(name), ', ')
+        FROM unnest(ARRAY['shared_buffers', 'max_wal_size', 'checkpoint_timeout',
+                          'synchronous_commit', 'autovacuum', 'maintenance_work_mem']) name")" \
+        "(backfill's index builds:" \
         "$(index_mem)); each variant on the table" \
         "rebuilt from the same pristine copy, after a CHECKPOINT, on an idle machine$( ((REPEAT == 1)) ||
             echo "; medians of $REPEAT rounds")"

@@ -19,6 +19,15 @@ BEGIN
         PERFORM pg_sleep(0.05);
     END LOOP;
 END $$;
+-- polls until the job's worker says what it waits for (it records that just after a task's
+-- commit), or 60 seconds pass
+CREATE PROCEDURE wait_for_waiting_on(job bigint) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..1200 LOOP
+        EXIT WHEN (SELECT waiting_on FROM backfill_status(job)) IS NOT NULL;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
 
 -- a start that is rolled back starts nothing, also inside a savepoint
 BEGIN;
@@ -45,6 +54,7 @@ ROLLBACK;
 -- a job that sleeps an hour between tasks: pause wakes and stops it at once, resume goes on
 SELECT backfill_start('w', '2024-01-01', '2024-04-01', 'w_fixed', pause => '1 hour') AS job \gset
 CALL wait_for_tasks(:job, 1);
+CALL wait_for_waiting_on(:job);
 SELECT application_name = 'backfill job ' || :job AS named, backend_type
   FROM pg_stat_activity WHERE backend_type = 'backfill worker';
 SELECT state, tasks_done, waiting_on FROM backfill_status(:job);
@@ -55,6 +65,7 @@ SELECT state, tasks_done FROM backfill_status(:job);
 SELECT count(*) AS workers FROM pg_stat_activity WHERE backend_type = 'backfill worker';
 SELECT backfill_resume(:job);
 CALL wait_for_tasks(:job, 2);
+CALL wait_for_waiting_on(:job);
 SELECT state, tasks_done, waiting_on FROM backfill_status(:job);
 \set VERBOSITY terse
 SELECT backfill_resume(:job);
@@ -121,3 +132,4 @@ DROP ROLE bf_login, bf_owner;
 DROP TABLE w, w_src CASCADE;
 DROP FUNCTION w_boom(int);
 DROP PROCEDURE wait_for_tasks(bigint, int);
+DROP PROCEDURE wait_for_waiting_on(bigint);

@@ -13,17 +13,22 @@ extern "C" {
 #include "access/heapam.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/nodeModifyTable.h"
 #include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
 #include "parser/parsetree.h"
+#include "optimizer/clauses.h"
 #include "parser/parse_coerce.h"
+#include "rewrite/rewriteHandler.h"
 #include "tcop/tcopprot.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/portal.h"
 #include "utils/rel.h"
+#include "utils/typcache.h"
 #include "utils/snapmgr.h"
 }
 
@@ -154,6 +159,55 @@ void make_select(Query *query, Relation rel) {
     query->targetList = values;
 }
 
+// Collects the domains the expressions coerce to; not inside subqueries (the source's own query,
+// whose expressions the planner judges as in any SELECT).
+bool collect_domains(Node *node, List **domains) {
+    if (!node || IsA(node, Query))
+        return false;
+    if (IsA(node, CoerceToDomain))
+        *domains = list_append_unique_oid(*domains, castNode(CoerceToDomain, node)->resulttype);
+    // Through void (*)(void): the walker's type differs between PostgreSQL versions.
+    return expression_tree_walker(node, (bool (*)())(void (*)(void))collect_domains,
+                                  (void *)domains);
+}
+
+// Whether the load's query may run in parallel: what runs in this process while its workers do
+// must not write or start a subtransaction (PARALLEL UNSAFE), and the planner judges only the
+// query. Besides it, this process evaluates the CHECK constraints and generated columns for each
+// row, and the checks of the domains the INSERT coerces its values to (the planner takes those
+// for parallel restricted: run here, as for any SELECT, where one that writes fails).
+bool may_run_in_parallel(Query *select, Relation rel) {
+    TupleDesc desc = RelationGetDescr(rel);
+    List *expressions = NIL;
+    for (int i = 0; desc->constr && i < desc->constr->num_check; i++)
+        expressions = lappend(expressions, stringToNode(desc->constr->check[i].ccbin));
+    for (int attno = 1; attno <= desc->natts; attno++)
+        if (TupleDescAttr(desc, attno - 1)->attgenerated)
+            expressions = lappend(expressions, build_column_default(rel, attno));
+    List *domains = NIL;
+    (void)collect_domains((Node *)select->targetList, &domains);
+    ListCell *cell;
+    foreach (cell, domains) {
+        // Where the context's reset callback it registers can still find it.
+        DomainConstraintRef *constraints = (DomainConstraintRef *)palloc(sizeof(*constraints));
+        InitDomainConstraintRef(lfirst_oid(cell), constraints, CurrentMemoryContext, false);
+        ListCell *c;
+        foreach (c, constraints->constraints) {
+            DomainConstraintState *constraint = (DomainConstraintState *)lfirst(c);
+            if (constraint->check_expr)
+                expressions = lappend(expressions, constraint->check_expr);
+        }
+    }
+    Query *checks = makeNode(Query);
+    checks->commandType = CMD_SELECT;
+    foreach (cell, expressions)
+        checks->targetList =
+            lappend(checks->targetList, makeTargetEntry((Expr *)lfirst(cell),
+                                                        list_length(checks->targetList) + 1,
+                                                        NULL, false));
+    return max_parallel_hazard(checks) != PROPARALLEL_UNSAFE;
+}
+
 struct Request {
     const char *sql;
     Oid types[2];
@@ -213,7 +267,10 @@ void load(Request *request) {
         params->params[i].pflags = PARAM_FLAG_CONST;
         params->params[i].ptype = request->types[i];
     }
-    PlannedStmt *plan = pg_plan_query(query, request->sql, 0, params);
+    // As CREATE TABLE AS: the query may run in parallel, the rows are written here, in the
+    // leader (an INSERT ... SELECT would run it in this process alone).
+    int plan_options = may_run_in_parallel(query, rel) ? CURSOR_OPT_PARALLEL_OK : 0;
+    PlannedStmt *plan = pg_plan_query(query, request->sql, plan_options, params);
 
     Loader *loader = (Loader *)palloc0(sizeof(Loader));
     loader->receiver.receiveSlot = receive_row;
@@ -235,6 +292,7 @@ void load(Request *request) {
     loader->options = TABLE_INSERT_SKIP_FSM | (freeze ? TABLE_INSERT_FROZEN : 0);
     loader->bulk = GetBulkInsertState();
 
+    (void)GetCurrentTransactionId();  // a parallel query cannot assign it at the first write
     CommandCounterIncrement();  // as SPI does: the statement sees what this transaction did
     PushActiveSnapshot(GetTransactionSnapshot());
     QueryDesc *run = CreateQueryDesc(plan, request->sql, GetActiveSnapshot(), InvalidSnapshot,

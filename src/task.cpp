@@ -42,7 +42,7 @@ std::string old_index_name(const Task &t, size_t n) {
 std::string partition_range(const Task &t) { return "[" + t.lower + ", " + t.upper + ")"; }
 
 // A job of several workers already keeps the cores busy: its steps use no parallel workers of
-// PostgreSQL's (count, index builds), which would only compete with them for the same cores.
+// PostgreSQL's (count, load, index builds), which would only compete with them for the cores.
 bool workers_fill_cores(const Job &job) { return job.workers > 1; }
 
 // The relation a qualified name resolves to now, or nullopt.
@@ -214,10 +214,12 @@ void load_shadow(const Job &job, const Task &t) {
     int level = guc::push(guc::canonical());
     control::clear_writes(t);
     guc::pop(level);
-    level = guc::push(workers_fill_cores(job) ? guc::Settings{{"max_parallel_workers_per_gather", "0"}}
-                                      : guc::Settings{});
+    // For the count and the load, which runs the source query in parallel when the planner finds
+    // that faster, as it would for a SELECT.
+    level = guc::push(workers_fill_cores(job)
+                          ? guc::Settings{{"max_parallel_workers_per_gather", "0"}}
+                          : guc::Settings{});
     spi::Text rows_before = spi::scalar("SELECT pg_catalog.count(*) FROM ONLY " + t.qualified());
-    guc::pop(level);
     std::string select = source::select_for_partition(job.source, job.source_is_query,
                                                       job.key_column);
     std::string shadow = qualified(t.schema, shadow_name(t));
@@ -248,6 +250,7 @@ void load_shadow(const Job &job, const Task &t) {
                           "A query source must return only rows with $1 <= key < $2; filter "
                           "it on the partition key. The partition was left as it was.");
     }
+    guc::pop(level);
     level = guc::push(guc::canonical());
     control::as_owner([&] {
         spi::exec("UPDATE backfill.tasks SET rows_before = $3::bigint, rows_after = $4, phase = 'loaded' "
