@@ -4,7 +4,7 @@
 #   2. builds with PGXS (any compiler warning fails the run) and with CMake (CMakeLists.txt)
 #   3. installs the extension (make install)
 #   4. runs `make installcheck` as the postgres OS user (initdb refuses root): the pg_regress
-#      suites (sql/, expected/), the isolation specs (test/specs/) and the TAP tests (test/t/),
+#      suites (sql/, expected/), again with parallel mode forced on every query, the isolation specs (test/specs/) and the TAP tests (test/t/),
 #      each on its own throwaway servers
 # It works on a snapshot of the tree in a temporary directory owned by postgres, so the checkout
 # is never chowned or written to by the tests, and edits made while it runs do not leak in.
@@ -83,7 +83,7 @@ read -r -a isolation_tests <<<"$(make_var ISOLATION)"
 shopt -s nullglob
 tap_tests=(test/t/*.pl)
 shopt -u nullglob
-total=$((${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}))
+total=$((2 * ${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}))
 passed=0
 failed=0
 
@@ -177,6 +177,22 @@ count_regress_style() {
 if ((${#regress_tests[@]})); then
 	run_part regress ISOLATION= TAP_TESTS=
 	count_regress_style "$work/regress.log"
+	if ((part_rc != 0)); then
+		overall_rc=1
+		show "$tree/regression.diffs" 1000
+		show "$tree/test/tmp_check/log/postmaster.log" 100
+	fi
+fi
+
+# The same suites again with every parallel-safe query run by parallel workers (the load's
+# source query too), as the debugging setting for that forces: a check of parallel mode.
+if ((${#regress_tests[@]})); then
+	parallel_setting=force_parallel_mode
+	((PG_MAJOR >= 16)) && parallel_setting=debug_parallel_query
+	printf '%s = regress\nparallel_leader_participation = off\n' "$parallel_setting" \
+		>"$work/parallel.conf"
+	run_part regress-parallel ISOLATION= TAP_TESTS= EXTRA_REGRESS_OPTS="--temp-config=$work/parallel.conf"
+	count_regress_style "$work/regress-parallel.log"
 	if ((part_rc != 0)); then
 		overall_rc=1
 		show "$tree/regression.diffs" 1000
