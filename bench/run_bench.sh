@@ -19,6 +19,11 @@
 #                     maintenance_work_mem, 64MB) or 32MB (its default: 8MB)
 #   MEM_COMPARE       the memory part is also measured with backfill.maintenance_work_mem set
 #                     to this ('' to skip)                                      (-1)
+#   QUERY_SOURCE      1: also time the recompute from an aggregating query (order lines, 4 a
+#                     row), tuned recipe against backfill with and without parallel workers (0)
+#   QUERY_TUPLE_COST  parallel_tuple_cost for that part; at PostgreSQL's 0.1 the planner keeps
+#                     the query serial, a lower value (as on many large servers) lets it go
+#                     parallel                                                 (0.01)
 #   PG_SETTINGS       server settings to use instead of the benchmark's, e.g.
 #                     'shared_buffers=128MB; max_wal_size=1GB' (PostgreSQL's defaults)   ('')
 #   QUIET_WAIT        seconds to wait, before each timed run, for other work on
@@ -45,6 +50,8 @@ MEM_FACTOR=${MEM_FACTOR:-10}
 INDEX_MEM=${INDEX_MEM:-}
 MEM_COMPARE=${MEM_COMPARE--1}
 PG_SETTINGS=${PG_SETTINGS:-}
+QUERY_SOURCE=${QUERY_SOURCE:-0}
+QUERY_TUPLE_COST=${QUERY_TUPLE_COST:-0.01}
 QUIET_WAIT=${QUIET_WAIT:-120}
 PORT=${PORT:-54339}
 KEEP=${KEEP:-0}
@@ -65,7 +72,7 @@ holds() { awk "BEGIN { exit !($1) }"; }         # holds EXPRESSION: its truth as
 check_parameters() {
     local name
     for name in ROWS PARTITIONS INDEXES REPEAT SMALL_PARTITIONS SMALL_ROWS MEM_ROWS MEM_FACTOR \
-        QUIET_WAIT PORT; do
+        QUIET_WAIT PORT QUERY_SOURCE; do
         [[ ${!name} =~ ^[0-9]+$ ]] || die "$name must be a whole number, not '${!name}'"
     done
     ((INDEXES <= 4)) || die "INDEXES is at most 4"
@@ -256,8 +263,21 @@ EOF
 # variant's time is the wall clock around the whole session).
 
 source_select() {   # lower upper
-    echo "SELECT $COLUMNS_LIST FROM ${ds[tbl]}_fix WHERE day >= '$1' AND day < '$2'"
+    if ((USE_QUERY_SOURCE)); then
+        query_source "'$1'" "'$2'"
+    else
+        echo "SELECT $COLUMNS_LIST FROM ${ds[tbl]}_fix WHERE day >= '$1' AND day < '$2'"
+    fi
 }
+
+# The corrected rows recomputed from the order lines (see run_query_source), between two bounds.
+query_source() {   # lower upper (SQL expressions)
+    echo "SELECT f.id, f.day, f.customer_id, l.amount, f.status, f.payload" \
+        "FROM ${ds[tbl]}_fix f JOIN (SELECT id, sum(amount)::numeric(12,2) AS amount" \
+        "FROM order_lines WHERE day >= $1 AND day < $2 GROUP BY id) l USING (id)" \
+        "WHERE f.day >= $1 AND f.day < $2"
+}
+USE_QUERY_SOURCE=0
 
 # One transaction per partition, indexes maintained row by row during the load, and an ATTACH
 # that scans the new partition under its lock to validate the bound.
@@ -358,8 +378,10 @@ run_backfill() {   # workers [seconds between samples]
     WATCH="$workdir/watch-${ds[tbl]}-$1.log"
     REFUSED="" NOTE="" ELAPSED="" SERVER_CPU="" OTHER_CPU="" STATE="" JOB=""
     timer_start
+    local source="${ds[tbl]}_fix"
+    ((!USE_QUERY_SOURCE)) || source=$(query_source '$1' '$2')
     if ! JOB=$(sql -c "SELECT backfill_start('${ds[tbl]}', '${ds[from]}', '${ds[to]}',
-                                             '${ds[tbl]}_fix', workers => $1)" 2>"$err"); then
+                                             '$source', workers => $1)" 2>"$err"); then
         REFUSED=$(sed -n 's/^.*ERROR: *//p' "$err" | head -n 1)
         return 0
     fi
@@ -512,6 +534,89 @@ run_main_variants() {
             esac
             progress "  ${ELAPSED:-–} s, ${result[$v]}"
         done
+    done
+}
+
+# ---------------------------------------------------------------- a query source
+# The same recompute from a query: each row's amount summed from its order lines (4 a row). An
+# INSERT ... SELECT runs the query in one process; backfill plans it as a SELECT, so that it runs
+# in parallel where the planner finds that cheaper, which it does here with parallel_tuple_cost
+# at QUERY_TUPLE_COST. The same job with max_parallel_workers_per_gather = 0 shows what that is
+# worth. The settings are the database's for the part, so that every session and worker has them.
+
+QUERY_VARIANTS=(qtuned qserial qparallel)
+label+=(
+    [qtuned]="tuned recipe (INSERT ... SELECT)"
+    [qserial]="backfill, 1 worker, no parallel workers"
+    [qparallel]="backfill, 1 worker"
+)
+
+set_database() {   # setting value|DEFAULT
+    local change="SET $1 = $2"
+    [[ $2 != DEFAULT ]] || change="RESET $1"
+    sql -c "ALTER DATABASE bench $change"
+}
+
+run_query_source() {
+    local round v
+    use_dataset events "$PARTITIONS" month YYYY_MM 2024-01-01
+    progress "creating order_lines: 4 lines for each row of events_fix"
+    sql <<EOF
+CREATE TABLE order_lines AS
+SELECT f.id, f.day, l.line,
+       (CASE WHEN l.line < 4 THEN round(f.amount / 4, 2)
+             ELSE f.amount - 3 * round(f.amount / 4, 2) END)::numeric(12,2) AS amount
+FROM events_fix f, generate_series(1, 4) l(line) ORDER BY f.day, f.id, l.line;
+CREATE INDEX ON order_lines (day);
+VACUUM (ANALYZE) order_lines;
+EOF
+    set_database parallel_tuple_cost "$QUERY_TUPLE_COST"
+    USE_QUERY_SOURCE=1
+    for ((round = 1; round <= REPEAT; round++)); do
+        for v in "${QUERY_VARIANTS[@]}"; do
+            progress "round $round of $REPEAT: restoring events, then: ${label[$v]}, query source"
+            restore_table
+            case $v in
+                qtuned)
+                    tuned_script >"$workdir/qtuned.sql"
+                    run_scripts "$workdir/qtuned.sql"
+                    record qtuned yes "$(verify_table)" \
+                        "session-seconds by step: $(step_times_of_script "$workdir/qtuned.out")" ;;
+                qserial)
+                    set_database max_parallel_workers_per_gather 0
+                    run_backfill 1
+                    set_database max_parallel_workers_per_gather DEFAULT
+                    record qserial yes "$(backfill_verdict)" \
+                        "worker-seconds by step: $(step_times_of_watch "$WATCH")" ;;
+                qparallel)
+                    run_backfill 1
+                    record qparallel yes "$(backfill_verdict)" \
+                        "worker-seconds by step: $(step_times_of_watch "$WATCH")" ;;
+            esac
+            progress "  ${ELAPSED:-–} s, ${result[$v]}"
+        done
+    done
+    USE_QUERY_SOURCE=0
+    set_database parallel_tuple_cost DEFAULT
+    sql -c "DROP TABLE order_lines"
+}
+
+print_query_source() {
+    local v s ratio
+    echo "query source (each amount summed from 4 order lines), parallel_tuple_cost" \
+        "$QUERY_TUPLE_COST:"
+    printf "| %-42s | %8s | %8s | %s\n" "variant" "seconds" "vs tuned" "result"
+    printf "|%s|%s|%s|%s\n" "--------------------------------------------" "----------" \
+        "----------" "--------"
+    for v in "${QUERY_VARIANTS[@]}"; do
+        s=$(seconds_of "$v")
+        ratio=$(ratio_of "$v" qtuned)
+        printf "| %-42s | %8s | %8s | %s\n" "${label[$v]}" "${s:-–}" "${ratio:+${ratio}x}" \
+            "${result[$v]:-}"
+    done
+    echo "  backfill with parallel workers $(ratio_of qserial qparallel)x faster than without"
+    for v in "${QUERY_VARIANTS[@]}"; do
+        echo "  ${label[$v]}: ${details[$v]}"
     done
 }
 
@@ -787,6 +892,10 @@ print_report() {
     echo
     print_overhead
     print_memory
+    if ((QUERY_SOURCE)); then
+        echo
+        print_query_source
+    fi
     echo
     print_details
 }
@@ -796,6 +905,11 @@ all_verified() {
     for v in "${VARIANTS[@]}"; do
         [[ ${result[$v]} == OK || ${result[$v]} == "not supported yet" ]] || return 1
     done
+    if ((QUERY_SOURCE)); then
+        for v in "${QUERY_VARIANTS[@]}"; do
+            [[ ${result[$v]} == OK ]] || return 1
+        done
+    fi
     [[ $overhead_tuned_ok == OK && $overhead_backfill_ok == OK ]] || return 1
     for key in "${!mem_ok[@]}"; do
         [[ ${mem_ok[$key]} == OK ]] || return 1
@@ -812,6 +926,7 @@ main() {
     progress "starting a server on port $PORT"
     start_server
     run_main_variants
+    ((!QUERY_SOURCE)) || run_query_source
     run_overhead
     run_memory
     print_report
