@@ -2,8 +2,9 @@
 //
 // The INSERT is parsed, analyzed and rewritten as PostgreSQL would run it; its query then becomes
 // the SELECT of the values the INSERT would store (the planner's NULL for a column left out
-// included), is planned and run into a receiver that checks each row as ExecInsert would and
-// hands the rows to table_multi_insert a batch at a time.
+// included), is planned (in parallel where the planner finds that faster, as for CREATE TABLE AS)
+// and run into a receiver that checks each row as ExecInsert would and hands the rows to
+// table_multi_insert a batch at a time.
 #include "bulk_load.hpp"
 
 #include "compat.hpp"
@@ -19,17 +20,17 @@ extern "C" {
 #include "executor/nodeModifyTable.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
-#include "parser/parsetree.h"
 #include "optimizer/clauses.h"
 #include "parser/parse_coerce.h"
+#include "parser/parsetree.h"
 #include "rewrite/rewriteHandler.h"
 #include "tcop/tcopprot.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/portal.h"
 #include "utils/rel.h"
-#include "utils/typcache.h"
 #include "utils/snapmgr.h"
+#include "utils/typcache.h"
 }
 
 namespace bulk_load {
@@ -174,8 +175,8 @@ bool collect_domains(Node *node, List **domains) {
 // Whether the load's query may run in parallel: what runs in this process while its workers do
 // must not write or start a subtransaction (PARALLEL UNSAFE), and the planner judges only the
 // query. Besides it, this process evaluates the CHECK constraints and generated columns for each
-// row, and the checks of the domains the INSERT coerces its values to (the planner takes those
-// for parallel restricted: run here, as for any SELECT, where one that writes fails).
+// row, and the checks of the domains the INSERT coerces its values to (the planner counts those
+// as parallel restricted, to run here, where one that writes would fail).
 bool may_run_in_parallel(Query *select, Relation rel) {
     TupleDesc desc = RelationGetDescr(rel);
     List *expressions = NIL;

@@ -18,7 +18,9 @@ namespace bulk_load {
 // given as text, with the same rows and the same checks as the INSERT would make: PostgreSQL
 // parses, rewrites and plans it as it would (assignment coercions, defaults, identity), and each
 // row then gets its generated columns and passes the table's NOT NULL and CHECK constraints
-// before it is written. The rows are written frozen when the shadow was emptied (TRUNCATE) in
+// before it is written. The SELECT may run in parallel workers (max_parallel_workers_per_gather
+// and the planner's costs decide, as for any query); the rows are written in this process. The
+// rows are written frozen when the shadow was emptied (TRUNCATE) in
 // the current subtransaction. Returns the rows written, or nullopt (having done nothing) when
 // the shadow takes more than a plain heap insert (indexes, triggers, rules, row-level security,
 // another table access method): the caller then runs the INSERT as it is.
