@@ -490,11 +490,11 @@ variant_naive() {
     record naive yes "$(verify_table)" ""
 }
 
-variant_tuned() {
-    tuned_script >"$workdir/tuned.sql"
-    run_scripts "$workdir/tuned.sql"
-    record tuned yes "$(verify_table)" \
-        "$(step_times_of_script "$workdir/tuned.out")"
+variant_tuned() {   # [key, for the query source's run]
+    local key=${1:-tuned}
+    tuned_script >"$workdir/$key.sql"
+    run_scripts "$workdir/$key.sql"
+    record "$key" yes "$(verify_table)" "$(step_times_of_script "$workdir/$key.out")"
 }
 
 # Two sessions, every other partition each: what two hand-run sessions get from this machine.
@@ -577,11 +577,7 @@ EOF
             progress "round $round of $REPEAT: restoring events, then: ${label[$v]}, query source"
             restore_table
             case $v in
-                qtuned)
-                    tuned_script >"$workdir/qtuned.sql"
-                    run_scripts "$workdir/qtuned.sql"
-                    record qtuned yes "$(verify_table)" \
-                        "session-seconds by step: $(step_times_of_script "$workdir/qtuned.out")" ;;
+                qtuned) variant_tuned qtuned ;;
                 qserial)
                     set_database max_parallel_workers_per_gather 0
                     run_backfill 1
@@ -615,9 +611,9 @@ print_query_source() {
             "${result[$v]:-}"
     done
     echo "  backfill with parallel workers $(ratio_of qserial qparallel)x faster than without"
-    for v in "${QUERY_VARIANTS[@]}"; do
-        echo "  ${label[$v]}: ${details[$v]}"
-    done
+    echo "  ${label[qtuned]}, session-seconds by step: ${details[qtuned]}"
+    echo "  ${label[qserial]}: ${details[qserial]}"
+    echo "  ${label[qparallel]}: ${details[qparallel]}"
 }
 
 # ---------------------------------------------------------------- per-task overhead
