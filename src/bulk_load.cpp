@@ -162,14 +162,18 @@ void make_select(Query *query, Relation rel) {
 
 // Collects the domains the expressions coerce to; not inside subqueries (the source's own query,
 // whose expressions the planner judges as in any SELECT).
-bool collect_domains(Node *node, List **domains) {
+bool collect_domains(Node *node, void *context) {
     if (!node || IsA(node, Query))
         return false;
+    List **domains = (List **)context;
     if (IsA(node, CoerceToDomain))
         *domains = list_append_unique_oid(*domains, castNode(CoerceToDomain, node)->resulttype);
-    // Through void (*)(void): the walker's type differs between PostgreSQL versions.
-    return expression_tree_walker(node, (bool (*)())(void (*)(void))collect_domains,
-                                  (void *)domains);
+#if PG_VERSION_NUM >= 160000
+    return expression_tree_walker(node, collect_domains, context);
+#else
+    // Declared without a prototype before 16, which C++ reads as taking no arguments.
+    return expression_tree_walker(node, (bool (*)())(void (*)(void))collect_domains, context);
+#endif
 }
 
 // Whether the load's query may run in parallel: what runs in this process while its workers do

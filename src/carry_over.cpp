@@ -3,6 +3,7 @@
 // and column grants, its publication memberships (see carry_over.hpp).
 #include "carry_over.hpp"
 
+#include "compat.hpp"
 #include "spi.hpp"
 
 #include <map>
@@ -105,6 +106,7 @@ void copy_comment_and_columns(const std::string &oid, const std::string &shadow)
 // numbers differ where the old table has dropped columns; row filter).
 std::map<std::string, std::string> memberships(const std::string &oid) {
     spi::Result rows = spi::exec(
+#if PG_VERSION_NUM >= 150000
         "SELECT p.pubname, "
         "  COALESCE(' (' || (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), "
         "                                                 ', ' ORDER BY a.attname) "
@@ -114,6 +116,11 @@ std::map<std::string, std::string> memberships(const std::string &oid) {
         "  || COALESCE(' WHERE (' || pg_catalog.pg_get_expr(r.prqual, r.prrelid) || ')', '') "
         "FROM pg_catalog.pg_publication_rel r "
         "JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid WHERE r.prrelid = $1",
+#else
+        // Column lists and row filters came with PostgreSQL 15.
+        "SELECT p.pubname, '' FROM pg_catalog.pg_publication_rel r "
+        "JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid WHERE r.prrelid = $1",
+#endif
         {oid_of(oid)});
     std::map<std::string, std::string> out;
     for (const spi::Row &m : rows.rows)

@@ -22,7 +22,6 @@ extern "C" {
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/snapmgr.h"
-#include "utils/wait_event.h"
 }
 
 #include <cstdio>

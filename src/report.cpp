@@ -81,7 +81,7 @@ std::vector<spi::Row> status_rows(const spi::Text &job) {
             kRunnerAlive +
             " AS alive, "
             "         extract(epoch FROM coalesce(j.finished_at, pg_catalog.now()) "
-            "                 - j.started_at) AS seconds "
+            "                 - j.started_at)::numeric AS seconds "  // double precision before 14
             "  FROM backfill.jobs j JOIN t ON t.job = j.id "
             "  WHERE ($1::bigint IS NULL OR j.id = $1::bigint) AND " + kVisible + ") "
             "SELECT id, target::oid, "

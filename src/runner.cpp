@@ -17,7 +17,6 @@ extern "C" {
 #include "storage/latch.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/wait_event.h"
 }
 
 namespace runner {

@@ -13,6 +13,7 @@ extern "C" {
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xlogutils.h"
+#include "catalog/indexing.h"  // the index OIDs on 13; pg_class.h has them from 14 on
 #include "catalog/pg_class.h"
 #include "catalog/pg_tablespace.h"
 #include "catalog/storage.h"

@@ -389,6 +389,13 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
     // than in the lock queue of the parent.
     spi::exec("SELECT pg_catalog.pg_advisory_xact_lock(1650879595, $1::oid::int)",
               {spi::oid_param(job.target)});
+#if PG_VERSION_NUM < 140000
+    // Before 14, DETACH takes only SHARE UPDATE EXCLUSIVE on the partition, so a write straight
+    // into it could land after the check below and leave with the old table. Take the locks
+    // that DETACH takes from 14 on, in its order: parent, then partition.
+    spi::exec("LOCK TABLE ONLY " + target + " IN ACCESS EXCLUSIVE MODE");
+    spi::exec("LOCK TABLE ONLY " + t.qualified() + " IN ACCESS EXCLUSIVE MODE");
+#endif
     spi::exec("ALTER TABLE " + target + " DETACH PARTITION " + t.qualified());
     if (check_writes && control::has_writes(t))
         throw pg::Failure(ERRCODE_T_R_SERIALIZATION_FAILURE,

@@ -15,7 +15,7 @@ extern "C" {
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
-#include "utils/wait_event.h"
+#include "pgstat.h"  // PG_WAIT_EXTENSION: here on 13, from utils/wait_event.h on 14 and later
 
 PG_FUNCTION_INFO_V1(backfill_pace);
 }

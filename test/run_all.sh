@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of backfill, from nothing but the repository, on Debian 12 (as root):
 #   1. installs the packages (test/install_deps.sh)
-#   2. builds with PGXS (any compiler warning fails the run) and with CMake (CMakeLists.txt)
+#   2. builds with PGXS (any compiler warning fails the run) and with CMake (CMakeLists.txt), and
+#      compiles every source file against PostgreSQL 13's and 17's headers (test/compile_versions.sh)
 #   3. installs the extension (make install)
 #   4. runs `make installcheck` as the postgres OS user (initdb refuses root): the pg_regress
 #      suites (sql/, expected/), again with parallel mode forced on every query, the isolation specs (test/specs/) and the TAP tests (test/t/),
 #      each on its own throwaway servers
+#   5. runs the isolation specs and the pg_regress suites in 13's SQL on PostgreSQL 13
+#      (test/on_postgresql_13.sh)
 # It works on a snapshot of the tree in a temporary directory owned by postgres, so the checkout
 # is never chowned or written to by the tests, and edits made while it runs do not leak in.
 # The last line it prints is "N passed, M failed"; it exits non-zero unless everything passed.
@@ -83,9 +86,13 @@ read -r -a isolation_tests <<<"$(make_var ISOLATION)"
 shopt -s nullglob
 tap_tests=(test/t/*.pl)
 shopt -u nullglob
-total=$((2 * ${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}))
+header_versions=2   # test/compile_versions.sh: PostgreSQL 13 and 17
+mapfile -t pg13_tests < <(test/on_postgresql_13.sh --list)
+total=$((header_versions + 2 * ${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}
+	+ ${#pg13_tests[@]}))
 passed=0
 failed=0
+overall_rc=0
 
 # Prints the summary and ends the run; tests that could not run count as failed.
 finish() {
@@ -132,6 +139,21 @@ if [[ ! -f build/backfill.so ]]; then
 	echo "run_all: the CMake build did not produce build/backfill.so" >&2
 	finish 1
 fi
+# The oldest and newest supported versions' headers: one test each. A version whose package
+# cannot be downloaded is reported and left out of the count rather than failed.
+say "compiling against the headers of PostgreSQL 13 and 17 (test/compile_versions.sh)"
+"$tree/test/compile_versions.sh" "$work/versions" | tee "$work/versions.log" || true
+versions_with() { grep -c "headers: $1\$" "$work/versions.log" || true; }
+passed=$((passed + $(versions_with ok)))
+failed=$((failed + $(versions_with FAILED)))
+unreachable=$(versions_with 'not reachable')
+if ((unreachable)); then
+	echo "run_all: $unreachable of the $header_versions header checks skipped: package not reachable"
+	total=$((total - unreachable))
+fi
+
+((failed == 0)) || overall_rc=1
+
 say "installing (make install)"
 build_step install make install
 
@@ -162,8 +184,6 @@ run_part() {
 	part_rc=$rc
 	return 0
 }
-
-overall_rc=0
 
 # pg_regress and the isolation tester print one "test NAME ... ok|FAILED" line per test.
 count_regress_style() {
@@ -243,6 +263,20 @@ if ((${#tap_tests[@]})); then
 			done
 		done
 	fi
+fi
+
+# The isolation specs and the pg_regress suites in 13's SQL, on PostgreSQL 13; left out of the
+# count, and said so, when its packages cannot be downloaded.
+say "PostgreSQL 13: the isolation specs and pg_regress suites in 13's SQL (test/on_postgresql_13.sh)"
+pg13_rc=0
+timeout --kill-after=30 "$part_timeout" "$tree/test/on_postgresql_13.sh" "$work/pg13" </dev/null 2>&1 |
+	tee "$work/pg13.log" || pg13_rc=$?
+if grep -q '^PostgreSQL 13: not reachable$' "$work/pg13.log"; then
+	echo "run_all: the ${#pg13_tests[@]} tests on PostgreSQL 13 skipped: its packages are not reachable"
+	total=$((total - ${#pg13_tests[@]}))
+else
+	count_regress_style "$work/pg13.log"
+	((pg13_rc == 0)) || overall_rc=1
 fi
 
 if ((overall_rc != 0)); then
