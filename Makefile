@@ -33,6 +33,7 @@ include $(PGXS)
 
 # PGXS knows how to compile C; compile C++ with the server's flags less the C-only ones.
 C_ONLY_FLAGS = -Wmissing-prototypes -Wdeclaration-after-statement -std=gnu99 \
+               -Werror=implicit-function-declaration \
                -fexcess-precision=standard -Wimplicit-fallthrough=3 -Wcast-function-type
 %.o: %.cpp $(wildcard src/*.hpp)
 	$(CXX) $(filter-out $(C_ONLY_FLAGS),$(CFLAGS)) $(CFLAGS_SL) $(BF_CXXFLAGS) $(CPPFLAGS) -c -o $@ $<

@@ -42,10 +42,14 @@ SELECT count(*) AS differing FROM ((TABLE b EXCEPT ALL TABLE b_expected)
                                     UNION ALL (TABLE b_expected EXCEPT ALL TABLE b)) d;
 SELECT relname, pg_relation_size(reltoastrelid) > 0 AS values_stored_out_of_line
   FROM pg_class WHERE relname IN ('b_01', 'b_02') ORDER BY relname;
-SELECT p AS partition, pg_relation_size(p) / current_setting('block_size')::int AS pages,
-       v.all_visible, v.all_frozen,
-       (SELECT count(*) FROM pg_check_frozen(p)) AS not_frozen_on_frozen_pages
-  FROM unnest(ARRAY['b_01', 'b_02']::regclass[]) p, pg_visibility_map_summary(p) v;
+-- the pages holding rows (from PostgreSQL 16 a load extends a table several pages at a time,
+-- and may leave a few empty)
+SELECT u.p AS partition, count(*) AS pages, count(*) FILTER (WHERE v.all_visible) AS all_visible,
+       count(*) FILTER (WHERE v.all_frozen) AS all_frozen,
+       (SELECT count(*) FROM pg_check_frozen(u.p)) AS not_frozen_on_frozen_pages
+  FROM (SELECT DISTINCT tableoid::regclass AS p, ((ctid::text::point)[0])::bigint AS blkno FROM b) u,
+       pg_visibility_map(u.p, u.blkno) v
+ GROUP BY u.p ORDER BY u.p::text;
 \set VERBOSITY terse
 
 -- A value too long for the column fails as the INSERT fails: the task fails, the partition
@@ -87,8 +91,9 @@ UPDATE b_src SET code = 'c10' WHERE id = 10;
 SELECT backfill_resume(:job);
 CALL backfill_run(:job);
 SELECT partition, state, error FROM backfill_tasks(:job);
-SELECT v.all_frozen = pg_relation_size('b_01') / current_setting('block_size')::int AS all_frozen
-  FROM pg_visibility_map_summary('b_01') v;
+SELECT bool_and(v.all_frozen) AS all_frozen
+  FROM (SELECT DISTINCT ((ctid::text::point)[0])::bigint AS blkno FROM b_01) u,
+       pg_visibility_map('b_01', u.blkno) v;
 
 -- An audit trigger that an event trigger puts on every new table is on the shadow too: the
 -- load is then the INSERT itself, and the trigger sees every row.

@@ -8,6 +8,7 @@ extern "C" {
 #include "utils/guc.h"
 #include "utils/rel.h"
 #include "partitioning/partdesc.h"
+#include "utils/regproc.h"
 }
 
 #if PG_VERSION_NUM < 130000 || PG_VERSION_NUM >= 180000
@@ -51,6 +52,15 @@ inline bool storage_new_in_this_subtransaction(Relation rel) {
 #endif
     SubTransactionId current = GetCurrentSubTransactionId();
     return rel->rd_createSubid == current || storage_changed == current;
+}
+
+// The parts of a possibly qualified name; an ERROR "invalid name syntax" if it is not one.
+inline List *name_parts(const char *name) {
+#if PG_VERSION_NUM >= 160000
+    return stringToQualifiedNameList(name, NULL);
+#else
+    return stringToQualifiedNameList(name);
+#endif
 }
 
 }  // namespace compat

@@ -1,6 +1,7 @@
 // The source of a job (see source.hpp).
 #include "source.hpp"
 
+#include "compat.hpp"
 #include "spi.hpp"
 
 #include <algorithm>
@@ -27,6 +28,17 @@ bool looks_like_query(const std::string &text) {
     return word == "select" || word == "with" || word == "values" || word == "table";
 }
 
+// pg_class.relkind as a DBA says it.
+const char *relkind_name(const std::string &kind) {
+    switch (kind.empty() ? '?' : kind[0]) {
+    case 'i': case 'I': return "an index";
+    case 'S': return "a sequence";
+    case 'c': return "a composite type";
+    case 't': return "a TOAST table";
+    default: return "not a table or view";
+    }
+}
+
 }  // namespace
 
 std::string normalize(const std::string &text, bool &is_query) {
@@ -35,15 +47,17 @@ std::string normalize(const std::string &text, bool &is_query) {
         return text;
     }
     is_query = false;
-    spi::Text name;
+    spi::Result found;
     try {
+        // Checked first: from PostgreSQL 16 on, to_regclass returns NULL for a malformed name.
+        pg::call([&] { (void)compat::name_parts(text.c_str()); });
         // Runs with the caller's search_path (the name is looked up on it): every operator is
         // qualified, so that an `=` planted in a schema on that path is not the one called.
-        name = spi::scalar("SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) "
-                           "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                           "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
-                           "WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)",
-                           {spi::text_param(text)});
+        found = spi::exec("SELECT pg_catalog.format('%I.%I', n.nspname, c.relname), c.relkind "
+                          "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                          "ON n.oid OPERATOR(pg_catalog.=) c.relnamespace "
+                          "WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)",
+                          {spi::text_param(text)});
     } catch (const pg::Error &e) {
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
                           pg::fmt("source \"%1%\" is neither a relation name nor a query", text),
@@ -51,13 +65,19 @@ std::string normalize(const std::string &text, bool &is_query) {
                           "Give a table or view name, or a SELECT whose $1 and $2 are a "
                           "partition's lower and upper bound.");
     }
-    if (!name)
+    if (found.rows.empty())
         throw pg::Failure(ERRCODE_UNDEFINED_TABLE,
                           pg::fmt("source relation \"%1%\" does not exist", text), "",
                           "Give an existing table or view (schema-qualified if it is not on "
                           "your search_path), or a SELECT whose $1 and $2 are a partition's "
                           "bounds.");
-    return *name;
+    const std::string &name = *found.rows[0][0], &kind = *found.rows[0][1];
+    if (std::string("rpvmf").find(kind) == std::string::npos)
+        throw pg::Failure(ERRCODE_WRONG_OBJECT_TYPE,
+                          pg::fmt("source relation %1% is %2%", name, relkind_name(kind)), "",
+                          "Give a table, view, materialized view or foreign table, or a SELECT "
+                          "whose $1 and $2 are a partition's bounds.");
+    return name;
 }
 
 std::string select_for_partition(const std::string &source, bool is_query,

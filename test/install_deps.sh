@@ -14,6 +14,7 @@ export PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}"
 #   libipc-run-perl: PostgreSQL::Test::Cluster runs commands through IPC::Run.
 #   util-linux: runuser, to run servers as the postgres OS user (initdb refuses root).
 #   postgresql-cron: pg_cron, which test/t/008_pg_cron.pl schedules CALL backfill_run with.
+#   patchelf: test/on_postgresql.sh points PostgreSQL 13's and 17's programs at their libraries.
 PACKAGES=(
 	"postgresql-${PG_MAJOR}"
 	"postgresql-server-dev-${PG_MAJOR}"
@@ -28,6 +29,7 @@ PACKAGES=(
 	perl
 	diffutils
 	util-linux
+	patchelf
 )
 
 # Commands (and the header) whose absence means a package is missing.
@@ -54,6 +56,7 @@ check_installed() {
 	command -v g++ >/dev/null 2>&1 || missing+=("g++")
 	command -v make >/dev/null 2>&1 || missing+=("make")
 	command -v cmake >/dev/null 2>&1 || missing+=("cmake")
+	command -v patchelf >/dev/null 2>&1 || missing+=("patchelf")
 	command -v prove >/dev/null 2>&1 || missing+=("prove (perl)")
 	perl -MIPC::Run -e 1 >/dev/null 2>&1 || missing+=("IPC::Run (libipc-run-perl)")
 	if ((${#missing[@]})); then

@@ -1,4 +1,4 @@
-# Sourced by test/compile_versions.sh and test/on_postgresql_13.sh: Debian packages of other
+# Sourced by test/compile_versions.sh and test/on_postgresql.sh: Debian packages of other
 # releases (bullseye has PostgreSQL 13, trixie 17), downloaded through a private apt
 # configuration in a scratch directory and unpacked there. Nothing is installed and the
 # machine's apt sources are not touched.

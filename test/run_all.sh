@@ -7,8 +7,8 @@
 #   4. runs `make installcheck` as the postgres OS user (initdb refuses root): the pg_regress
 #      suites (sql/, expected/), again with parallel mode forced on every query, the isolation specs (test/specs/) and the TAP tests (test/t/),
 #      each on its own throwaway servers
-#   5. runs the isolation specs and the pg_regress suites in 13's SQL on PostgreSQL 13
-#      (test/on_postgresql_13.sh)
+#   5. runs the isolation specs and most pg_regress suites again on PostgreSQL 13 and on 17
+#      (test/on_postgresql.sh)
 # It works on a snapshot of the tree in a temporary directory owned by postgres, so the checkout
 # is never chowned or written to by the tests, and edits made while it runs do not leak in.
 # The last line it prints is "N passed, M failed"; it exits non-zero unless everything passed.
@@ -87,9 +87,13 @@ shopt -s nullglob
 tap_tests=(test/t/*.pl)
 shopt -u nullglob
 header_versions=2   # test/compile_versions.sh: PostgreSQL 13 and 17
-mapfile -t pg13_tests < <(test/on_postgresql_13.sh --list)
+other_versions=(13 17)   # test/on_postgresql.sh
+other_version_tests=0
+for version in "${other_versions[@]}"; do
+	other_version_tests=$((other_version_tests + $(test/on_postgresql.sh "$version" --list | wc -l)))
+done
 total=$((header_versions + 2 * ${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}
-	+ ${#pg13_tests[@]}))
+	+ other_version_tests))
 passed=0
 failed=0
 overall_rc=0
@@ -185,11 +189,12 @@ run_part() {
 	return 0
 }
 
-# pg_regress and the isolation tester print one "test NAME ... ok|FAILED" line per test.
+# pg_regress and the isolation tester print one "test NAME ... ok|FAILED" line per test (from
+# PostgreSQL 16 on, pg_regress prints "ok N - NAME" or "not ok N - NAME").
 count_regress_style() {
 	local log=$1 ok bad
-	ok=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. +ok' "$log" || true)
-	bad=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. +(FAILED|failed)' "$log" || true)
+	ok=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. +ok|^ok [0-9]+ +- ' "$log" || true)
+	bad=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. +(FAILED|failed)|^not ok [0-9]+ +- ' "$log" || true)
 	passed=$((passed + ok))
 	failed=$((failed + bad))
 }
@@ -265,19 +270,23 @@ if ((${#tap_tests[@]})); then
 	fi
 fi
 
-# The isolation specs and the pg_regress suites in 13's SQL, on PostgreSQL 13; left out of the
-# count, and said so, when its packages cannot be downloaded.
-say "PostgreSQL 13: the isolation specs and pg_regress suites in 13's SQL (test/on_postgresql_13.sh)"
-pg13_rc=0
-timeout --kill-after=30 "$part_timeout" "$tree/test/on_postgresql_13.sh" "$work/pg13" </dev/null 2>&1 |
-	tee "$work/pg13.log" || pg13_rc=$?
-if grep -q '^PostgreSQL 13: not reachable$' "$work/pg13.log"; then
-	echo "run_all: the ${#pg13_tests[@]} tests on PostgreSQL 13 skipped: its packages are not reachable"
-	total=$((total - ${#pg13_tests[@]}))
-else
-	count_regress_style "$work/pg13.log"
-	((pg13_rc == 0)) || overall_rc=1
-fi
+# The isolation specs and most pg_regress suites on PostgreSQL 13 and 17; a version is left out
+# of the count, and said so, when its packages cannot be downloaded.
+for version in "${other_versions[@]}"; do
+	say "PostgreSQL $version: the isolation specs and pg_regress suites (test/on_postgresql.sh $version)"
+	log="$work/pg$version.log"
+	rc=0
+	timeout --kill-after=30 "$part_timeout" "$tree/test/on_postgresql.sh" "$version" \
+		"$work/pg$version" </dev/null 2>&1 | tee "$log" || rc=$?
+	if grep -q "^PostgreSQL $version: not reachable\$" "$log"; then
+		count=$("$tree/test/on_postgresql.sh" "$version" --list | wc -l)
+		echo "run_all: the $count tests on PostgreSQL $version skipped: its packages are not reachable"
+		total=$((total - count))
+	else
+		count_regress_style "$log"
+		((rc == 0)) || overall_rc=1
+	fi
+done
 
 if ((overall_rc != 0)); then
 	say "some tests failed; their diffs and logs are above"

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Runs the isolation specs, and the pg_regress suites whose expected output holds there, against
+# PostgreSQL 13 or 17, the oldest and newest versions backfill supports (the other tests run on
+# 15). The swap's locking differs between them (DETACH PARTITION takes a weaker lock before 14),
+# as do loading (tables extended several pages at a time from 16) and catalogs, so the
+# guarantees are checked on real servers. The server is Debian's (bullseye has 13, trixie 17),
+# unpacked into a scratch directory (test/other_suites.sh) with the libraries it needs; its
+# programs are pointed at those libraries with patchelf (and, for 17, whose C library is newer
+# than Debian 12's, at its own loader). The extension is built against its headers and installed
+# there. The isolation tester is this machine's (15's), which drives any server.
+# Suites left out: on 13, those using SQL that 13 lacks (BEGIN ATOMIC, publication column lists,
+# pg_backend_memory_contexts) or checking what 13 does not do (all-visible pages on load); on 17,
+# the one that expects a warning of the server that 17 words differently, and the one that checks
+# partitions without an identity (17 gives them the parent's).
+#
+# Usage: test/on_postgresql.sh VERSION SCRATCH_DIR   (as root, it runs the servers as postgres)
+#        test/on_postgresql.sh VERSION --list        (the tests it runs, one a line)
+# Prints pg_regress's "test NAME ... ok|FAILED" lines, or "PostgreSQL N: not reachable" when the
+# packages cannot be downloaded (exit 2). Exits 1 if a test failed or the build did.
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+version=${1:?usage: test/on_postgresql.sh 13|17 SCRATCH_DIR|--list}
+case $version in
+13)
+	suite=bullseye
+	libraries=(libicu67 libssl1.1 libldap-2.4-2)
+	regress_suites=(bad_inputs identifiers least_privilege run_in_session throttles worker)
+	;;
+17)
+	suite=trixie
+	libraries=(libc6 libstdc++6 libgcc-s1 libicu76 libldap2 libssl3t64 libpq5 libzstd1)
+	regress_suites=(bad_inputs bridge_health bulk_load carry_over carry_over_rights identifiers
+		least_privilege parallel_load run_in_session search_path_hijack throttles worker)
+	;;
+*)
+	echo "on_postgresql: no setup for PostgreSQL $version (13 or 17)" >&2
+	exit 1
+	;;
+esac
+mapfile -t isolation_specs < <(cd "$repo/test/specs" && ls -- *.spec | sed 's/\.spec$//')
+if [[ ${2:-} == --list ]]; then
+	printf '%s\n' "${regress_suites[@]}" "${isolation_specs[@]}"
+	exit 0
+fi
+scratch=${2:?usage: test/on_postgresql.sh 13|17 SCRATCH_DIR|--list}
+# shellcheck source=test/common.sh
+source "$repo/test/common.sh"   # 15's tools first on PATH: its isolation tester
+# shellcheck source=test/other_suites.sh
+source "$repo/test/other_suites.sh"
+
+root="$scratch/root"
+other_suites_init "$scratch" "$suite"
+if ! other_suites_unpack "$root" "postgresql-$version" "postgresql-client-$version" \
+	"postgresql-server-dev-$version" "${libraries[@]}"; then
+	echo "PostgreSQL $version: not reachable"
+	exit 2
+fi
+home="$root/usr/lib/postgresql/$version"
+bin="$home/bin"
+pgxs="$home/lib/pgxs"
+libs="$root/usr/lib/x86_64-linux-gnu"
+patch=(--force-rpath --set-rpath "$libs")   # RPATH, not RUNPATH: it serves their libraries too
+[[ -e $libs/ld-linux-x86-64.so.2 ]] && patch+=(--set-interpreter "$libs/ld-linux-x86-64.so.2")
+while IFS= read -r -d '' program; do
+	[[ $(head -c 4 "$program" | tr -d '\0') == $'\x7fELF' ]] && patchelf "${patch[@]}" "$program"
+done < <(find "$home" -type f -perm -u+x -print0)
+
+# A copy of the tree to build in, so that the checkout's objects (built for 15) stay as they are.
+tree="$scratch/backfill"
+rm -rf "$tree" && mkdir -p "$tree"
+tar -C "$repo" -cf - --exclude='*.o' --exclude='*.so' Makefile backfill.control src sql expected \
+	test/specs test/expected test/regress.conf | tar -C "$tree" -xf -
+# Debian's pg_config may name the system's paths (13's does): every location is given.
+locations=(PG_CONFIG="$bin/pg_config" PGXS="$pgxs/src/makefiles/pgxs.mk"
+	includedir_server="$root/usr/include/postgresql/$version/server"
+	pkglibdir="$home/lib" datadir="$root/usr/share/postgresql/$version")
+if ! make -s -C "$tree" -j"$(nproc 2>/dev/null || echo 2)" "${locations[@]}" \
+	>"$scratch/build.log" 2>&1 ||
+	! make -s -C "$tree" install "${locations[@]}" >>"$scratch/build.log" 2>&1; then
+	tail -n 40 "$scratch/build.log"
+	echo "on_postgresql: building against PostgreSQL $version failed" >&2
+	exit 1
+fi
+
+as_test_user() {
+	if [[ $(id -u) -eq 0 ]]; then
+		chown -R postgres: "$scratch"
+		runuser -u postgres -- env PATH="$bin:$PATH" "$@"
+	else
+		env PATH="$bin:$PATH" "$@"
+	fi
+}
+
+cd "$tree" || exit 1
+status=0
+# (Not "output": 13's pg_regress reads a directory of that name as its *.source files.)
+as_test_user "$pgxs/src/test/regress/pg_regress" --bindir="$bin" --inputdir=. \
+	--outputdir=regress_output --temp-instance=tmp_check --temp-config=test/regress.conf \
+	--load-extension=backfill --dbname=contrib_regression "${regress_suites[@]}" || {
+	status=1
+	cat regress_output/regression.diffs
+}
+isolation_regress="$(dirname "$(dirname "$(pg_config --pgxs)")")/test/isolation/pg_isolation_regress"
+as_test_user "$isolation_regress" --bindir="$bin" --inputdir=test --outputdir=output_iso \
+	--temp-instance=tmp_check_iso --temp-config=test/regress.conf --load-extension=backfill \
+	--dbname=isolation_regression "${isolation_specs[@]}" || {
+	status=1
+	cat output_iso/regression.diffs
+}
+exit "$status"
