@@ -4,10 +4,11 @@
 # 15). The swap's locking differs between them (DETACH PARTITION takes a weaker lock before 14),
 # as do loading (tables extended several pages at a time from 16) and catalogs, so the
 # guarantees are checked on real servers. The server is Debian's (bullseye has 13, trixie 17),
-# unpacked into a scratch directory (test/other_suites.sh) with the libraries it needs; its
+# unpacked into a scratch directory with the libraries it needs; its
 # programs are pointed at those libraries with patchelf (and, for 17, whose C library is newer
 # than Debian 12's, at its own loader). The extension is built against its headers and installed
-# there. The isolation tester is this machine's (15's), which drives any server.
+# there, with PGXS and that version's compiler flags: a compiler warning fails the run, as on 15.
+# The isolation tester is this machine's (15's), which drives any server.
 # Suites left out: on 13, those using SQL that 13 lacks (BEGIN ATOMIC, publication column lists,
 # pg_backend_memory_contexts) or checking what 13 does not do (all-visible pages on load); on 17,
 # the one that expects a warning of the server that 17 words differently, and the one that checks
@@ -46,16 +47,27 @@ fi
 scratch=${2:?usage: test/on_postgresql.sh 13|17 SCRATCH_DIR|--list}
 # shellcheck source=test/common.sh
 source "$repo/test/common.sh"   # 15's tools first on PATH: its isolation tester
-# shellcheck source=test/other_suites.sh
-source "$repo/test/other_suites.sh"
 
+# The packages, through an apt configuration of the scratch directory's own (the machine's
+# sources are not touched), unpacked into root: nothing is installed.
 root="$scratch/root"
-other_suites_init "$scratch" "$suite"
-if ! other_suites_unpack "$root" "postgresql-$version" "postgresql-client-$version" \
-	"postgresql-server-dev-$version" "${libraries[@]}"; then
+mkdir -p "$scratch/lists/partial" "$scratch/cache/archives/partial" "$root"
+echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]" \
+	"http://deb.debian.org/debian $suite main" >"$scratch/sources.list"
+apt_here=(-o "Dir::Etc::sourcelist=$scratch/sources.list" -o Dir::Etc::sourceparts=-
+	-o "Dir::State::Lists=$scratch/lists" -o "Dir::Cache=$scratch/cache"
+	-o APT::Sandbox::User=root)
+unreachable() {
+	tail -n 3 "$scratch/apt.log"
 	echo "PostgreSQL $version: not reachable"
 	exit 2
-fi
+}
+apt-get "${apt_here[@]}" -qq update >>"$scratch/apt.log" 2>&1 || unreachable
+for package in "postgresql-$version" "postgresql-client-$version" \
+	"postgresql-server-dev-$version" "${libraries[@]}"; do
+	(cd "$scratch" && apt-get "${apt_here[@]}" download "$package" >>apt.log 2>&1) || unreachable
+	dpkg -x "$(ls "$scratch/$package"_*.deb | head -n 1)" "$root"
+done
 home="$root/usr/lib/postgresql/$version"
 bin="$home/bin"
 pgxs="$home/lib/pgxs"
@@ -80,6 +92,11 @@ if ! make -s -C "$tree" -j"$(nproc 2>/dev/null || echo 2)" "${locations[@]}" \
 	! make -s -C "$tree" install "${locations[@]}" >>"$scratch/build.log" 2>&1; then
 	tail -n 40 "$scratch/build.log"
 	echo "on_postgresql: building against PostgreSQL $version failed" >&2
+	exit 1
+fi
+if grep -q 'warning:' "$scratch/build.log"; then   # as on 15, a warning fails the build
+	grep -A4 'warning:' "$scratch/build.log"
+	echo "on_postgresql: building against PostgreSQL $version printed compiler warnings" >&2
 	exit 1
 fi
 

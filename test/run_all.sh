@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of backfill, from nothing but the repository, on Debian 12 (as root):
 #   1. installs the packages (test/install_deps.sh)
-#   2. builds with PGXS (any compiler warning fails the run) and with CMake (CMakeLists.txt), and
-#      compiles every source file against PostgreSQL 13's and 17's headers (test/compile_versions.sh)
+#   2. builds with PGXS (any compiler warning fails the run) and with CMake (CMakeLists.txt)
 #   3. installs the extension (make install)
 #   4. runs `make installcheck` as the postgres OS user (initdb refuses root): the pg_regress
 #      suites (sql/, expected/), again with parallel mode forced on every query, the isolation specs (test/specs/) and the TAP tests (test/t/),
 #      each on its own throwaway servers
-#   5. runs the isolation specs and most pg_regress suites again on PostgreSQL 13 and on 17
-#      (test/on_postgresql.sh)
+#   5. builds for PostgreSQL 13 and for 17, and runs the isolation specs and most pg_regress
+#      suites again on each (test/on_postgresql.sh)
 # It works on a snapshot of the tree in a temporary directory owned by postgres, so the checkout
 # is never chowned or written to by the tests, and edits made while it runs do not leak in.
 # The last line it prints is "N passed, M failed"; it exits non-zero unless everything passed.
@@ -86,13 +85,12 @@ read -r -a isolation_tests <<<"$(make_var ISOLATION)"
 shopt -s nullglob
 tap_tests=(test/t/*.pl)
 shopt -u nullglob
-header_versions=2   # test/compile_versions.sh: PostgreSQL 13 and 17
 other_versions=(13 17)   # test/on_postgresql.sh
 other_version_tests=0
 for version in "${other_versions[@]}"; do
 	other_version_tests=$((other_version_tests + $(test/on_postgresql.sh "$version" --list | wc -l)))
 done
-total=$((header_versions + 2 * ${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}
+total=$((2 * ${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}
 	+ other_version_tests))
 passed=0
 failed=0
@@ -143,21 +141,6 @@ if [[ ! -f build/backfill.so ]]; then
 	echo "run_all: the CMake build did not produce build/backfill.so" >&2
 	finish 1
 fi
-# The oldest and newest supported versions' headers: one test each. A version whose package
-# cannot be downloaded is reported and left out of the count rather than failed.
-say "compiling against the headers of PostgreSQL 13 and 17 (test/compile_versions.sh)"
-"$tree/test/compile_versions.sh" "$work/versions" | tee "$work/versions.log" || true
-versions_with() { grep -c "headers: $1\$" "$work/versions.log" || true; }
-passed=$((passed + $(versions_with ok)))
-failed=$((failed + $(versions_with FAILED)))
-unreachable=$(versions_with 'not reachable')
-if ((unreachable)); then
-	echo "run_all: $unreachable of the $header_versions header checks skipped: package not reachable"
-	total=$((total - unreachable))
-fi
-
-((failed == 0)) || overall_rc=1
-
 say "installing (make install)"
 build_step install make install
 
@@ -270,8 +253,8 @@ if ((${#tap_tests[@]})); then
 	fi
 fi
 
-# The isolation specs and most pg_regress suites on PostgreSQL 13 and 17; a version is left out
-# of the count, and said so, when its packages cannot be downloaded.
+# Built for PostgreSQL 13 and 17, the isolation specs and most pg_regress suites on each; a
+# version is left out of the count, and said so, when its packages cannot be downloaded.
 for version in "${other_versions[@]}"; do
 	say "PostgreSQL $version: the isolation specs and pg_regress suites (test/on_postgresql.sh $version)"
 	log="$work/pg$version.log"
