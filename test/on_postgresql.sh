@@ -4,11 +4,11 @@
 # 15). The swap's locking differs between them (DETACH PARTITION takes a weaker lock before 14),
 # as do loading (tables extended several pages at a time from 16) and catalogs, so the
 # guarantees are checked on real servers. The server is Debian's (bullseye has 13, trixie 17),
-# unpacked into a scratch directory with the libraries it needs; its
-# programs are pointed at those libraries with patchelf (and, for 17, whose C library is newer
-# than Debian 12's, at its own loader). The extension is built against its headers and installed
-# there, with PGXS and that version's compiler flags: a compiler warning fails the run, as on 15.
-# The isolation tester is this machine's (15's), which drives any server.
+# unpacked into a scratch directory with the libraries it needs; its programs are pointed at
+# those libraries with patchelf (and, for 17, whose C library is newer than Debian 12's, at its
+# own loader). The extension is built against its headers and installed there, with PGXS and
+# that version's compiler flags: a compiler warning fails the run, as on 15. The isolation
+# tester is this machine's (15's), which drives any server.
 # Suites left out: on 13, those using SQL that 13 lacks (BEGIN ATOMIC, publication column lists,
 # pg_backend_memory_contexts) or checking what 13 does not do (all-visible pages on load); on 17,
 # the one that expects a warning of the server that 17 words differently, and the one that checks
