@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the isolation specs, and the pg_regress suites whose expected output holds there, against
-# PostgreSQL 13 or 17, the oldest and newest versions backfill supports (the other tests run on
-# 15). The swap's locking differs between them (DETACH PARTITION takes a weaker lock before 14),
+# Runs the isolation specs, the pg_regress suites whose expected output holds there and, on 17,
+# the TAP tests, against PostgreSQL 13 or 17, the oldest and newest versions backfill supports
+# (the other tests run on 15). The swap's locking differs between them (DETACH PARTITION takes a weaker lock before 14),
 # as do loading (tables extended several pages at a time from 16) and catalogs, so the
 # guarantees are checked on real servers. The server is Debian's (bullseye has 13, trixie 17),
 # unpacked into a scratch directory with the libraries it needs; its programs are pointed at
@@ -27,12 +27,15 @@ case $version in
 	suite=bullseye
 	libraries=(libicu67 libssl1.1 libldap-2.4-2)
 	regress_suites=(bad_inputs identifiers least_privilege run_in_session throttles worker)
+	tap_tests=()
 	;;
 17)
 	suite=trixie
-	libraries=(libc6 libstdc++6 libgcc-s1 libicu76 libldap2 libssl3t64 libpq5 libzstd1)
+	libraries=(libc6 libstdc++6 libgcc-s1 libicu76 libldap2 libssl3t64 libpq5 libzstd1
+		postgresql-17-cron)
 	regress_suites=(bad_inputs bridge_health bulk_load carry_over carry_over_rights identifiers
 		least_privilege parallel_load run_in_session search_path_hijack throttles worker)
+	mapfile -t tap_tests < <(cd "$repo" && ls -- test/t/*.pl)
 	;;
 *)
 	echo "on_postgresql: no setup for PostgreSQL $version (13 or 17)" >&2
@@ -41,7 +44,7 @@ case $version in
 esac
 mapfile -t isolation_specs < <(cd "$repo/test/specs" && ls -- *.spec | sed 's/\.spec$//')
 if [[ ${2:-} == --list ]]; then
-	printf '%s\n' "${regress_suites[@]}" "${isolation_specs[@]}"
+	printf '%s\n' "${regress_suites[@]}" "${isolation_specs[@]}" "${tap_tests[@]}"
 	exit 0
 fi
 scratch=${2:?usage: test/on_postgresql.sh 13|17 SCRATCH_DIR|--list}
@@ -82,11 +85,11 @@ done < <(find "$home" -type f -perm -u+x -print0)
 tree="$scratch/backfill"
 rm -rf "$tree" && mkdir -p "$tree"
 tar -C "$repo" -cf - --exclude='*.o' --exclude='*.so' Makefile backfill.control src sql expected \
-	test/specs test/expected test/regress.conf | tar -C "$tree" -xf -
+	test/specs test/expected test/regress.conf test/t | tar -C "$tree" -xf -
 # Debian's pg_config may name the system's paths (13's does): every location is given.
 locations=(PG_CONFIG="$bin/pg_config" PGXS="$pgxs/src/makefiles/pgxs.mk"
 	includedir_server="$root/usr/include/postgresql/$version/server"
-	pkglibdir="$home/lib" datadir="$root/usr/share/postgresql/$version")
+	pkglibdir="$home/lib" datadir="$root/usr/share/postgresql/$version" bindir="$bin")
 if ! make -s -C "$tree" -j"$(nproc 2>/dev/null || echo 2)" "${locations[@]}" \
 	>"$scratch/build.log" 2>&1 ||
 	! make -s -C "$tree" install "${locations[@]}" >>"$scratch/build.log" 2>&1; then
@@ -125,4 +128,19 @@ as_test_user "$isolation_regress" --bindir="$bin" --inputdir=test --outputdir=ou
 	status=1
 	cat output_iso/regression.diffs
 }
+# The TAP tests through PGXS, which gives them that version's test modules and environment; one
+# "test NAME ... ok|FAILED" line each, from prove's report.
+if ((${#tap_tests[@]})); then
+	as_test_user make -s installcheck REGRESS= ISOLATION= PROVE_TESTS="${tap_tests[*]}" \
+		"${locations[@]}" >tap.log 2>&1
+	for t in "${tap_tests[@]}"; do
+		if grep -qE "^${t//./\\.} \.+ ok" tap.log; then
+			echo "test $t ... ok"
+		else
+			echo "test $t ... FAILED"
+			status=1
+			tail -n 60 "tmp_check/log/regress_log_$(basename "$t" .pl)" 2>/dev/null
+		fi
+	done
+fi
 exit "$status"

@@ -7,7 +7,7 @@
 #      suites (sql/, expected/), again with parallel mode forced on every query, the isolation specs (test/specs/) and the TAP tests (test/t/),
 #      each on its own throwaway servers
 #   5. builds for PostgreSQL 13 and for 17, and runs the isolation specs and most pg_regress
-#      suites again on each (test/on_postgresql.sh)
+#      suites again on each, and on 17 the TAP tests (test/on_postgresql.sh)
 # It works on a snapshot of the tree in a temporary directory owned by postgres, so the checkout
 # is never chowned or written to by the tests, and edits made while it runs do not leak in.
 # The last line it prints is "N passed, M failed"; it exits non-zero unless everything passed.
@@ -253,7 +253,8 @@ if ((${#tap_tests[@]})); then
 	fi
 fi
 
-# Built for PostgreSQL 13 and 17, the isolation specs and most pg_regress suites on each; a
+# Built for PostgreSQL 13 and 17, the isolation specs and most pg_regress suites on each (and
+# on 17 the TAP tests); a
 # version is left out of the count, and said so, when its packages cannot be downloaded.
 for version in "${other_versions[@]}"; do
 	say "PostgreSQL $version: the isolation specs and pg_regress suites (test/on_postgresql.sh $version)"
