@@ -103,9 +103,14 @@ if grep -q 'warning:' "$scratch/build.log"; then   # as on 15, a warning fails t
 	exit 1
 fi
 
+# As root, the servers run as postgres (initdb refuses root), which then owns the scratch tree.
+is_root=0
+if [[ $(id -u) -eq 0 ]]; then
+	is_root=1
+	chown -R postgres: "$scratch"
+fi
 as_test_user() {
-	if [[ $(id -u) -eq 0 ]]; then
-		chown -R postgres: "$scratch"
+	if ((is_root)); then
 		runuser -u postgres -- env PATH="$bin:$PATH" "$@"
 	else
 		env PATH="$bin:$PATH" "$@"

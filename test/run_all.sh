@@ -86,9 +86,11 @@ shopt -s nullglob
 tap_tests=(test/t/*.pl)
 shopt -u nullglob
 other_versions=(13 17)   # test/on_postgresql.sh
+declare -A tests_on_version
 other_version_tests=0
 for version in "${other_versions[@]}"; do
-	other_version_tests=$((other_version_tests + $(test/on_postgresql.sh "$version" --list | wc -l)))
+	tests_on_version[$version]=$(test/on_postgresql.sh "$version" --list | wc -l)
+	other_version_tests=$((other_version_tests + tests_on_version[$version]))
 done
 total=$((2 * ${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}
 	+ other_version_tests))
@@ -253,9 +255,9 @@ if ((${#tap_tests[@]})); then
 	fi
 fi
 
-# Built for PostgreSQL 13 and 17, the isolation specs and most pg_regress suites on each (and
-# on 17 the TAP tests); a
-# version is left out of the count, and said so, when its packages cannot be downloaded.
+# Built for PostgreSQL 13 and 17, the isolation specs and most pg_regress suites on each (and on
+# 17 the TAP tests); a version is left out of the count, and said so, when its packages cannot be
+# downloaded.
 for version in "${other_versions[@]}"; do
 	say "PostgreSQL $version: the isolation specs and pg_regress suites (test/on_postgresql.sh $version)"
 	log="$work/pg$version.log"
@@ -263,9 +265,9 @@ for version in "${other_versions[@]}"; do
 	timeout --kill-after=30 "$part_timeout" "$tree/test/on_postgresql.sh" "$version" \
 		"$work/pg$version" </dev/null 2>&1 | tee "$log" || rc=$?
 	if grep -q "^PostgreSQL $version: not reachable\$" "$log"; then
-		count=$("$tree/test/on_postgresql.sh" "$version" --list | wc -l)
-		echo "run_all: the $count tests on PostgreSQL $version skipped: its packages are not reachable"
-		total=$((total - count))
+		echo "run_all: the ${tests_on_version[$version]} tests on PostgreSQL $version skipped:" \
+			"its packages are not reachable"
+		total=$((total - tests_on_version[$version]))
 	else
 		count_regress_style "$log"
 		((rc == 0)) || overall_rc=1
