@@ -23,14 +23,7 @@ tmp=$(mktemp -d /tmp/backfill-demo.XXXXXX)
 data="$tmp/data"
 server_started=0
 
-# The server runs as postgres when we are root (initdb refuses root), else as ourselves.
-as_server_user() {
-	if ((is_root)); then
-		runuser -u postgres -- env HOME="$tmp" PATH="$PATH" LC_ALL="$LC_ALL" LANG="$LANG" "$@"
-	else
-		env HOME="$tmp" "$@"
-	fi
-}
+server_home=$tmp   # for as_server_user
 
 # Whatever happens, stop the server we started and remove its directory.
 # shellcheck disable=SC2317  # called by the EXIT trap

@@ -10,3 +10,15 @@ say() { printf '\n=== %s\n' "$*"; }
 
 is_root=0
 [[ $(id -u) -eq 0 ]] && is_root=1
+
+# Runs a command as the user the servers run as: postgres when we are root (initdb refuses
+# root), else ourselves. HOME is $server_home, which the caller sets to its scratch directory,
+# so nothing reads root's dotfiles; PATH and the locale are this script's.
+as_server_user() {
+	if ((is_root)); then
+		runuser -u postgres -- env HOME="${server_home:?}" PATH="$PATH" LC_ALL="$LC_ALL" \
+			LANG="$LANG" CI="${CI:-}" "$@"
+	else
+		env HOME="${server_home:?}" "$@"
+	fi
+}

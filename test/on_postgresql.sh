@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the isolation specs, the pg_regress suites whose expected output holds there and, on 17,
-# the TAP tests, against PostgreSQL 13 or 17, the oldest and newest versions backfill supports
+# Runs the isolation specs, the pg_regress suites whose expected output holds there and the TAP
+# tests against PostgreSQL 13 or 17, the oldest and newest versions backfill supports
 # (the other tests run on 15). The swap's locking differs between them (DETACH PARTITION takes a weaker lock before 14),
 # as do loading (tables extended several pages at a time from 16) and catalogs, so the
 # guarantees are checked on real servers. The server is Debian's (bullseye has 13, trixie 17),
@@ -25,9 +25,8 @@ version=${1:?usage: test/on_postgresql.sh 13|17 SCRATCH_DIR|--list}
 case $version in
 13)
 	suite=bullseye
-	libraries=(libicu67 libssl1.1 libldap-2.4-2)
+	libraries=(libicu67 libssl1.1 libldap-2.4-2 postgresql-13-cron)
 	regress_suites=(bad_inputs identifiers least_privilege run_in_session throttles worker)
-	tap_tests=()
 	;;
 17)
 	suite=trixie
@@ -35,7 +34,6 @@ case $version in
 		postgresql-17-cron)
 	regress_suites=(bad_inputs bridge_health bulk_load carry_over carry_over_rights identifiers
 		least_privilege parallel_load run_in_session search_path_hijack throttles worker)
-	mapfile -t tap_tests < <(cd "$repo" && ls -- test/t/*.pl)
 	;;
 *)
 	echo "on_postgresql: no setup for PostgreSQL $version (13 or 17)" >&2
@@ -43,6 +41,7 @@ case $version in
 	;;
 esac
 mapfile -t isolation_specs < <(cd "$repo/test/specs" && ls -- *.spec | sed 's/\.spec$//')
+mapfile -t tap_tests < <(cd "$repo" && ls -- test/t/*.pl)
 if [[ ${2:-} == --list ]]; then
 	printf '%s\n' "${regress_suites[@]}" "${isolation_specs[@]}" "${tap_tests[@]}"
 	exit 0
@@ -103,31 +102,23 @@ if grep -q 'warning:' "$scratch/build.log"; then   # as on 15, a warning fails t
 	exit 1
 fi
 
-# As root, the servers run as postgres (initdb refuses root), which then owns the scratch tree.
-is_root=0
-if [[ $(id -u) -eq 0 ]]; then
-	is_root=1
-	chown -R postgres: "$scratch"
-fi
-as_test_user() {
-	if ((is_root)); then
-		runuser -u postgres -- env PATH="$bin:$PATH" "$@"
-	else
-		env PATH="$bin:$PATH" "$@"
-	fi
-}
+# As root, the servers run as postgres, which then owns the scratch tree; this version's
+# programs come first on PATH, after 15's isolation tester is found.
+((is_root)) && chown -R postgres: "$scratch"
+isolation_regress="$(dirname "$(dirname "$(pg_config --pgxs)")")/test/isolation/pg_isolation_regress"
+export PATH="$bin:$PATH"
+server_home=$scratch   # for as_server_user
 
 cd "$tree" || exit 1
 status=0
 # (Not "output": 13's pg_regress reads a directory of that name as its *.source files.)
-as_test_user "$pgxs/src/test/regress/pg_regress" --bindir="$bin" --inputdir=. \
+as_server_user "$pgxs/src/test/regress/pg_regress" --bindir="$bin" --inputdir=. \
 	--outputdir=regress_output --temp-instance=tmp_check --temp-config=test/regress.conf \
 	--load-extension=backfill --dbname=contrib_regression "${regress_suites[@]}" || {
 	status=1
 	cat regress_output/regression.diffs
 }
-isolation_regress="$(dirname "$(dirname "$(pg_config --pgxs)")")/test/isolation/pg_isolation_regress"
-as_test_user "$isolation_regress" --bindir="$bin" --inputdir=test --outputdir=output_iso \
+as_server_user "$isolation_regress" --bindir="$bin" --inputdir=test --outputdir=output_iso \
 	--temp-instance=tmp_check_iso --temp-config=test/regress.conf --load-extension=backfill \
 	--dbname=isolation_regression "${isolation_specs[@]}" || {
 	status=1
@@ -135,17 +126,15 @@ as_test_user "$isolation_regress" --bindir="$bin" --inputdir=test --outputdir=ou
 }
 # The TAP tests through PGXS, which gives them that version's test modules and environment; one
 # "test NAME ... ok|FAILED" line each, from prove's report.
-if ((${#tap_tests[@]})); then
-	as_test_user make -s installcheck REGRESS= ISOLATION= PROVE_TESTS="${tap_tests[*]}" \
-		"${locations[@]}" >tap.log 2>&1
-	for t in "${tap_tests[@]}"; do
-		if grep -qE "^${t//./\\.} \.+ ok" tap.log; then
-			echo "test $t ... ok"
-		else
-			echo "test $t ... FAILED"
-			status=1
-			tail -n 60 "tmp_check/log/regress_log_$(basename "$t" .pl)" 2>/dev/null
-		fi
-	done
-fi
+as_server_user make -s installcheck REGRESS= ISOLATION= PROVE_TESTS="${tap_tests[*]}" \
+	"${locations[@]}" >tap.log 2>&1
+for t in "${tap_tests[@]}"; do
+	if grep -qE "^${t//./\\.} \.+ ok" tap.log; then
+		echo "test $t ... ok"
+	else
+		echo "test $t ... FAILED"
+		status=1
+		tail -n 60 "tmp_check/log/regress_log_$(basename "$t" .pl)" 2>/dev/null
+	fi
+done
 exit "$status"

@@ -6,8 +6,8 @@
 #   4. runs `make installcheck` as the postgres OS user (initdb refuses root): the pg_regress
 #      suites (sql/, expected/), again with parallel mode forced on every query, the isolation specs (test/specs/) and the TAP tests (test/t/),
 #      each on its own throwaway servers
-#   5. builds for PostgreSQL 13 and for 17, and runs the isolation specs and most pg_regress
-#      suites again on each, and on 17 the TAP tests (test/on_postgresql.sh)
+#   5. builds for PostgreSQL 13 and for 17, and runs the isolation specs, most pg_regress
+#      suites and the TAP tests again on each (test/on_postgresql.sh)
 # It works on a snapshot of the tree in a temporary directory owned by postgres, so the checkout
 # is never chowned or written to by the tests, and edits made while it runs do not leak in.
 # The last line it prints is "N passed, M failed"; it exits non-zero unless everything passed.
@@ -43,7 +43,7 @@ cleanup() {
 	local pidfile datadir
 	while IFS= read -r pidfile; do
 		datadir=$(dirname "$pidfile")
-		as_test_user pg_ctl -D "$datadir" stop -m immediate >/dev/null 2>&1 || true
+		as_server_user pg_ctl -D "$datadir" stop -m immediate >/dev/null 2>&1 || true
 	done < <(find "$work" -name postmaster.pid 2>/dev/null)
 	if keep_work; then
 		((summary_printed)) || echo "run_all: test tree kept in $work"
@@ -58,16 +58,7 @@ keep_work() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Tests run as postgres when we are root, else as ourselves. HOME points into the test tree so
-# nothing reads root's dotfiles.
-as_test_user() {
-	if ((is_root)); then
-		runuser -u postgres -- env HOME="$work" PATH="$PATH" LC_ALL="$LC_ALL" LANG="$LANG" \
-			CI="${CI:-}" "$@"
-	else
-		env HOME="$work" "$@"
-	fi
-}
+server_home=$work   # for as_server_user
 
 # A snapshot of the working tree (with uncommitted changes), without build and test leftovers.
 tar -C "$repo" -cf - \
@@ -165,7 +156,7 @@ run_part() {
 	shift
 	local rc=0
 	say "make installcheck: $part"
-	as_test_user timeout --kill-after=30 "$part_timeout" make installcheck "$@" </dev/null 2>&1 |
+	as_server_user timeout --kill-after=30 "$part_timeout" make installcheck "$@" </dev/null 2>&1 |
 		tee "$log" || rc=$?
 	if ((rc == 124 || rc == 137)); then
 		echo "run_all: $part timed out after ${part_timeout}s" >&2
@@ -255,11 +246,11 @@ if ((${#tap_tests[@]})); then
 	fi
 fi
 
-# Built for PostgreSQL 13 and 17, the isolation specs and most pg_regress suites on each (and on
-# 17 the TAP tests); a version is left out of the count, and said so, when its packages cannot be
+# Built for PostgreSQL 13 and 17, the isolation specs, most pg_regress suites and the TAP tests
+# on each; a version is left out of the count, and said so, when its packages cannot be
 # downloaded.
 for version in "${other_versions[@]}"; do
-	say "PostgreSQL $version: the isolation specs and pg_regress suites (test/on_postgresql.sh $version)"
+	say "PostgreSQL $version: the isolation specs, pg_regress suites and TAP tests (test/on_postgresql.sh $version)"
 	log="$work/pg$version.log"
 	rc=0
 	timeout --kill-after=30 "$part_timeout" "$tree/test/on_postgresql.sh" "$version" \
