@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by bench/run_bench.sh and bench/impact.sh: progress lines, the clock, psql on the
 # throwaway server in $workdir, and its stop on exit. A script may define stop_extras (run first
 # on exit) and set kept_what (what KEEP=1 keeps, for the message).

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the project's scripts (test/run_all.sh, demo/run_demo.sh, bench/*.sh): PostgreSQL
 # 15's tools first, whatever else is installed; one locale that always exists, so initdb works
 # and outputs do not depend on the caller's environment; no libpq settings of the caller.
