@@ -17,10 +17,10 @@ using spi::literal;
 
 spi::Param oid_of(const std::string &oid) { return spi::oid_param((Oid)std::stoul(oid)); }
 
-// SQL for the name of role oid `r` as a GRANT or CREATE POLICY takes it (0 is PUBLIC).
+// SQL for the name of role oid `r` as a GRANT or CREATE POLICY takes it (0 is PUBLIC); a
+// regrole's text is quoted already.
 std::string grantee(const std::string &r) {
-    return "CASE WHEN " + r + " = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(" + r +
-           "::regrole::text) END";
+    return "CASE WHEN " + r + " = 0 THEN 'PUBLIC' ELSE " + r + "::regrole::text END";
 }
 
 // The partition's own triggers (not cloned from the parent, not internal, not ours), re-created
@@ -145,6 +145,8 @@ void after_load(const std::string &partition_oid, const std::string &partition,
                 const std::string &shadow) {
     copy_triggers(partition_oid, partition, shadow);
     copy_row_security(partition_oid, shadow);
+    // Only now: granted before the policies, the loaded rows would be open to every grantee.
+    table_grants(partition_oid, shadow);
     copy_comment_and_columns(partition_oid, shadow);
 }
 

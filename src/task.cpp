@@ -180,6 +180,10 @@ void create_shadow(const Job &job, const Task &t) {
             spi::exec("CREATE TRIGGER " + ident(truncate_trigger(t)) + " AFTER TRUNCATE ON " +
                       t.qualified() + " FOR EACH STATEMENT EXECUTE FUNCTION backfill.note_write" +
                       args);
+            // Also for logical replication's apply and any session_replication_role = replica.
+            for (const std::string &trigger : {write_trigger(t), truncate_trigger(t)})
+                spi::exec("ALTER TABLE " + t.qualified() + " ENABLE ALWAYS TRIGGER " +
+                          ident(trigger));
         });
     std::string sql = std::string("CREATE ") + (*f[0] == "t" ? "UNLOGGED " : "") + "TABLE " +
                       shadow + " (LIKE " + t.qualified() +
@@ -200,8 +204,6 @@ void create_shadow(const Job &job, const Task &t) {
     spi::exec(sql);
     spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(bound_constraint(t)) +
               " CHECK " + *f[2]);
-
-    carry_over::table_grants(oid, shadow);
 
     control::task_shadow(t, shadow_name(t));
     control::task_phase(t, "shadow");
@@ -419,7 +421,7 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
     spi::exec("ALTER TABLE " + t.qualified() + " DROP CONSTRAINT " + ident(bound_constraint(t)));
     if (!replica_identity.empty())
         spi::exec("ALTER TABLE " + t.qualified() + " REPLICA IDENTITY " + replica_identity);
-    spi::exec("ALTER TABLE " + t.qualified() + " OWNER TO " + ident(*facts[1]));
+    spi::exec("ALTER TABLE " + t.qualified() + " OWNER TO " + *facts[1]);  // quoted regrole
     // In the swap's transaction, so that no commit leaves the partition outside its publications.
     for (const std::string &statement : publication_moves)
         spi::exec(statement);

@@ -55,6 +55,7 @@ void commit() {
 #if PG_VERSION_NUM < 150000
         SPI_start_transaction();
 #endif
+        XactIsoLevel = XACT_READ_COMMITTED;  // no snapshot yet: as SET TRANSACTION would
     });
 }
 

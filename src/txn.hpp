@@ -13,7 +13,9 @@ namespace txn {
 void in_subtransaction(Oid user, const guc::Settings &settings,
                        const std::function<void()> &body);
 
-// Commits and starts the next transaction; needs non-atomic SPI.
+// Commits and starts the next transaction, READ COMMITTED whatever the session's default: a
+// swap's check for writes must see those committed while it waited for its locks. Needs
+// non-atomic SPI.
 void commit();
 
 // Milliseconds on a monotonic clock.
