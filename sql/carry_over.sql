@@ -4,8 +4,8 @@
 -- validated before the swap. A rollback brings the old partitions back with all of it.
 SET client_min_messages = warning;
 SELECT setval('backfill.jobs_id_seq', 5000) AS job_ids_from; -- job ids in messages do not depend on test order
-CREATE ROLE bf_part_owner;
-CREATE ROLE bf_reader;
+CREATE ROLE "bf part owner";
+CREATE ROLE "bf reader";
 CREATE TABLE co_cust (id int PRIMARY KEY);
 INSERT INTO co_cust SELECT generate_series(1, 50);
 CREATE TABLE co (id int NOT NULL, gone int, day date NOT NULL, cust int REFERENCES co_cust, amount int,
@@ -23,9 +23,9 @@ ALTER TABLE co_01 ADD CONSTRAINT co_01_cust_local FOREIGN KEY (cust) REFERENCES 
 ALTER TABLE co_01 ADD CONSTRAINT co_01_unique_amount UNIQUE (amount);
 ALTER TABLE co_01 ALTER COLUMN note SET DEFAULT 'partition default';
 COMMENT ON COLUMN co_01.amount IS 'cents';
-GRANT SELECT, UPDATE ON co_01 TO bf_reader;
-GRANT bf_part_owner TO CURRENT_USER;
-ALTER TABLE co_02 OWNER TO bf_part_owner;
+GRANT SELECT, UPDATE ON co_01 TO "bf reader";
+GRANT "bf part owner" TO CURRENT_USER;
+ALTER TABLE co_02 OWNER TO "bf part owner";
 INSERT INTO co SELECT g, date '2024-01-01' + g % 60, 1 + g % 50, g FROM generate_series(1, 600) g;
 -- a partition's own triggers (one disabled), row-level security, replica identity, comments,
 -- statistics targets and column grants
@@ -38,13 +38,13 @@ CREATE TRIGGER co_01_quiet BEFORE UPDATE ON co_01 FOR EACH ROW WHEN (OLD.amount 
 ALTER TABLE co_01 DISABLE TRIGGER co_01_quiet;
 ALTER TABLE co_01 ENABLE ROW LEVEL SECURITY;
 ALTER TABLE co_01 FORCE ROW LEVEL SECURITY;
-CREATE POLICY co_01_mine ON co_01 AS RESTRICTIVE FOR SELECT TO bf_reader USING (cust < 10);
+CREATE POLICY co_01_mine ON co_01 AS RESTRICTIVE FOR SELECT TO "bf reader" USING (cust < 10);
 CREATE POLICY co_01_all ON co_01 USING (true) WITH CHECK (amount > 0);
 ALTER TABLE co_01 REPLICA IDENTITY USING INDEX co_01_pkey;
 ALTER TABLE co_02 REPLICA IDENTITY FULL;
 COMMENT ON TABLE co_01 IS 'January, corrected';
 ALTER TABLE co_01 ALTER COLUMN amount SET STATISTICS 500;
-GRANT SELECT (id, amount) ON co_02 TO bf_reader;
+GRANT SELECT (id, amount) ON co_02 TO "bf reader";
 -- indexes in another tablespace: a partition's own, its copy of a parent's, constraint-backed
 SET allow_in_place_tablespaces = on;
 CREATE TABLESPACE bf_co_space LOCATION '';
@@ -115,10 +115,27 @@ CREATE TEMP TABLE before AS
   SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
          LATERAL partition_properties(p.relname::regclass) pp;
 
+-- Before each step the probe notes what a grantee of the partition could read of each shadow:
+-- none of its rows before the shadow has the partition's row-level security too.
+CREATE TABLE co_probes (loaded boolean, row_security boolean, reader_may_select boolean);
+CREATE FUNCTION co_probe() RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE r record; loaded boolean;
+BEGIN
+  FOR r IN SELECT oid::regclass AS rel, relrowsecurity FROM pg_class
+            WHERE relname LIKE 'bf_shadow%' AND relkind = 'r' LOOP
+    EXECUTE format('SELECT EXISTS (SELECT FROM %s)', r.rel) INTO loaded;
+    INSERT INTO co_probes VALUES (loaded, r.relrowsecurity,
+                                  has_table_privilege('bf reader', r.rel, 'SELECT'));
+  END LOOP;
+  RETURN false;
+END $$;
 SELECT backfill_start('co', '2024-01-01', '2024-03-01', 'co_src', background => false,
-                      keep_old => true, ignore_publications => true) AS job \gset
+                      keep_old => true, ignore_publications => true,
+                      throttle_query => 'SELECT public.co_probe()') AS job \gset
 CALL backfill_run(:job);
 SELECT partition, state, rows_before, rows_after FROM backfill_tasks(:job);
+SELECT loaded, row_security, reader_may_select, count(*) AS probes
+  FROM co_probes GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
 
 -- every property is the same on the new partitions: nothing is missing, nothing new
 SELECT relname, count(*) AS properties FROM before GROUP BY 1 ORDER BY 1;
@@ -160,9 +177,10 @@ SELECT pubname, prrelid::regclass FROM pg_publication_rel r JOIN pg_publication 
 -- the extension's tables are dumped with the database
 SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = 'backfill' ORDER BY 1;
 
-DROP TABLE co, co_src, co_cust, co_audit;
+DROP TABLE co, co_src, co_cust, co_audit, co_probes;
 DROP PUBLICATION bf_co_cols, bf_co_plain, bf_co_schema;
 DROP TABLESPACE bf_co_space;
 DROP FUNCTION co_audit_row();
+DROP FUNCTION co_probe();
 DROP FUNCTION partition_properties(regclass);
-DROP ROLE bf_part_owner, bf_reader;
+DROP ROLE "bf part owner", "bf reader";
