@@ -104,6 +104,9 @@ CALL backfill_run(:done_job);
 SET client_min_messages = warning;
 SELECT backfill_wait(:done_job, '-1 s');
 SELECT backfill_wait(NULL);
+-- each call's answer is its own, however many in one query
+SELECT backfill_wait(:done_job, '0s') AS done_job, backfill_wait(:failed_job, '0s') AS failed_job;
+SELECT backfill_wait(:failed_job, '0s') AS failed_job, backfill_wait(:done_job, '0s') AS done_job;
 -- backfill_set
 SELECT backfill_set(:done_job, 'pause', '1s');
 SELECT backfill_set(:failed_job, 'nap', '1s');

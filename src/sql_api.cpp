@@ -319,7 +319,7 @@ Datum backfill_wait(PG_FUNCTION_ARGS) {
     return pg::entry([&] {
         Args args(fcinfo);
         int64 id = args.int8(0, "job");
-        return with_spi([&] {
+        std::string final_state = with_spi([&] {
             std::optional<double> timeout_ms;
             if (!args.null(1)) {
                 std::string timeout = *args.text(1);
@@ -347,7 +347,7 @@ Datum backfill_wait(PG_FUNCTION_ARGS) {
                 std::string state = report::state(id);
                 bool over = is_terminal(state) && control::runner_pids(id).empty();
                 if (over || (timeout_ms && txn::now_ms() >= deadline))
-                    return CStringGetTextDatum(state.c_str());
+                    return state;
                 long wait = 50;  // a poll costs one small query; a waiter learns the end soon
                 if (timeout_ms)
                     wait = std::max(1L, std::min(wait, (long)(deadline - txn::now_ms())));
@@ -359,6 +359,9 @@ Datum backfill_wait(PG_FUNCTION_ARGS) {
                 });
             }
         });
+        Datum result = 0;
+        pg::call([&] { result = CStringGetTextDatum(final_state.c_str()); });
+        return result;
     });
 }
 

@@ -71,12 +71,13 @@ double interval_ms(const std::string &interval);
 // Checks an interval option: zero or positive, or (positive) strictly positive.
 void require_interval(const std::string &value, const char *name, bool positive);
 
-// Runs fn with SPI connected and our canonical settings in force.
+// Runs fn with SPI connected and our canonical settings in force. SPI's memory goes with it: a
+// result that points to memory (a text) is built from fn's C++ value after this returns.
 template <typename Fn>
-Datum with_spi(Fn &&fn) {
+auto with_spi(Fn &&fn) -> decltype(fn()) {
     spi::connect();
     int level = guc::push(guc::canonical());
-    Datum result = fn();
+    auto result = fn();
     guc::pop(level);
     spi::finish();
     return result;
