@@ -135,13 +135,15 @@ private:
     bool sleep(double ms, const std::string &why, bool clear_after = true);
     bool throttle(bool new_task);
     void throttle_step();
-    double with_lock_retries(const std::string &what, const std::function<void()> &body);
+    double with_lock_retries(const std::string &what, const std::function<void()> &body,
+                             bool *committed = nullptr);
     double lock_attempts(const std::string &what, const std::function<void()> &body, bool &shown);
     std::string blockers();
     void load(const Task &task);
     Outcome run_task(const Task &task);
     Outcome run_task_attempts(Task task);
     void recover();
+    void retire_replaced(const std::vector<Task> &tasks);
     bool clean_up(const Task &task);
     bool claim_slot();
     void release_slot();
@@ -254,13 +256,17 @@ std::string Run::blockers() {
 // Runs a step that takes strong locks: each attempt waits at most lock_timeout; between
 // attempts it backs off; after swap_wait it gives up, naming who held the locks. From the first
 // attempt that times out until the step ends, waiting_on names them, during the next attempts
-// too. Returns how long the successful attempt took, commit included.
-double Run::with_lock_retries(const std::string &what, const std::function<void()> &body) {
+// too. Returns how long the successful attempt took, commit included. *committed is set once the
+// step has committed, even if clearing waiting_on then fails (a cancel arriving just then).
+double Run::with_lock_retries(const std::string &what, const std::function<void()> &body,
+                              bool *committed) {
     bool shown = false;
     std::exception_ptr error;
     double took = 0;
     try {
         took = lock_attempts(what, body, shown);
+        if (committed)
+            *committed = true;
     } catch (...) {
         error = std::current_exception();
     }
@@ -364,8 +370,7 @@ Outcome Run::run_task_attempts(Task task) {
             task_step([&] { task::validate_foreign_keys(job_, task); });
             report(pg::fmt("backfill job %1%: swapping %2%", id_, task.qualified()));
             double lock_ms = with_lock_retries("swap partition " + task.qualified(),
-                                               [&] { task::swap(job_, task); });
-            swapped = true;
+                                               [&] { task::swap(job_, task); }, &swapped);
             task_step([&] { task::retire_old(job_, task, lock_ms); });
             return Outcome::done;
         } catch (...) {
@@ -374,7 +379,7 @@ Outcome Run::run_task_attempts(Task task) {
         Cause cause = cause_of(error);
         if (swapped) {  // the new partition is live; only dropping the old one failed
             log_warning(pg::fmt("backfill job %1%: could not drop the replaced partition of %2%: "
-                                "%3%; it is dropped when the job runs next",
+                                "%3%; it is dropped before the job ends",
                                 id_, task.qualified(), cause.text));
             return Outcome::done;
         }
@@ -451,6 +456,12 @@ void Run::recover() {
         if (t.state == "running")
             book([&] { control::task_pending(t, std::nullopt); });
     }
+    retire_replaced(tasks);
+}
+
+// Finishes the retire step of done tasks whose runner stopped, or failed, between their swap and
+// the end of that step.
+void Run::retire_replaced(const std::vector<Task> &tasks) {
     for (const Task &t : tasks) {
         bool retire_undone = t.phase == std::string("swapped") || (t.old_name && !job_.keep_old);
         if (t.state == "done" && retire_undone)
@@ -681,6 +692,9 @@ std::string Run::loop() {
             return "pending";
         }
         if (!next && !unfinished) {  // the last runner out finishes the job
+            std::vector<Task> tasks;
+            book([&] { tasks = control::load_tasks(id_); });
+            retire_replaced(tasks);
             book([&] { control::finish_job(id_, "done", std::nullopt); });
             return "done";
         }
