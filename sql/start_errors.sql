@@ -125,5 +125,21 @@ SELECT state, count(*) FROM backfill.jobs WHERE target_name = 'public.m' GROUP B
 SELECT count(*) AS shadows FROM pg_class WHERE relname LIKE 'bf\_shadow\_%';
 SELECT count(*), sum(amount) FROM m;
 
-DROP TABLE m, m_src, plain, by_list, two_cols, by_expr, g CASCADE;
+-- the refusal names the live job, even where the refused job's row would come first in the table
+DELETE FROM backfill.jobs;
+VACUUM FULL backfill.jobs;
+CREATE TABLE m_other (LIKE m) PARTITION BY RANGE (day);
+CREATE TABLE m_other_01 PARTITION OF m_other FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+SELECT backfill_start('m_other', '2024-01-01', '2024-02-01', 'm_src', background => false) AS first_job \gset
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', background => false) AS live_job \gset
+DELETE FROM backfill.jobs WHERE id = :first_job;
+VACUUM backfill.jobs;
+SET enable_indexscan = off;  -- the jobs read in table order
+SET enable_bitmapscan = off;
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', background => false);
+RESET enable_indexscan;
+RESET enable_bitmapscan;
+SELECT backfill_cancel(:live_job);
+
+DROP TABLE m, m_src, m_other, plain, by_list, two_cols, by_expr, g CASCADE;
 DROP ROLE bf_stranger;

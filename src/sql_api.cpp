@@ -183,7 +183,8 @@ int64 start(const Args &args) {
 
     int64 id = 0;
     try {
-        id = control::insert_job(target, o, is_query, run_as, login_role, caller_path);
+        txn::in_subtransaction(
+            [&] { id = control::insert_job(target, o, is_query, run_as, login_role, caller_path); });
     } catch (const pg::Error &e) {
         if (!is_one_live_job_violation(e))
             throw;

@@ -5,6 +5,7 @@
 #include "sql_support.hpp"
 #include "task.hpp"
 #include "throttle.hpp"
+#include "txn.hpp"
 
 #include <functional>
 
@@ -97,7 +98,7 @@ std::vector<control::Task> kept_partitions(const control::Job &job, const char *
 // when this transaction commits (background jobs).
 void revive(const control::Job &job, const std::function<void()> &make_pending, int workers) {
     try {
-        make_pending();
+        txn::in_subtransaction(make_pending);
     } catch (const pg::Error &e) {
         if (!is_one_live_job_violation(e))
             throw;

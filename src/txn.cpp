@@ -49,6 +49,12 @@ void in_subtransaction(Oid user, const guc::Settings &settings,
     });
 }
 
+void in_subtransaction(const std::function<void()> &body) {
+    Oid user = InvalidOid;
+    pg::call([&] { user = GetUserId(); });
+    in_subtransaction(user, {}, body);
+}
+
 void commit() {
     pg::call([] {
         SPI_commit();

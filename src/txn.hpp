@@ -13,6 +13,10 @@ namespace txn {
 void in_subtransaction(Oid user, const guc::Settings &settings,
                        const std::function<void()> &body);
 
+// Runs body in a subtransaction as the current user, rolled back on any error (then rethrown):
+// after an error it catches, the caller may run SQL again in a clean transaction.
+void in_subtransaction(const std::function<void()> &body);
+
 // Commits and starts the next transaction, READ COMMITTED whatever the session's default: a
 // swap's check for writes must see those committed while it waited for its locks. Needs
 // non-atomic SPI.
