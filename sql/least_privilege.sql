@@ -106,6 +106,24 @@ SELECT count(*) AS leftovers FROM pg_class WHERE relname LIKE 'bf\_%' OR relname
 SELECT backfill_cancel(:job);
 RESET SESSION AUTHORIZATION;
 
+-- A superuser's job on the owner's table runs the owner's index expressions (index builds,
+-- ANALYZE) as the owner, as PostgreSQL's own REINDEX does, never as the superuser.
+CREATE FUNCTION lp_not_as_superuser(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'an index expression of bf_lp_owner ran as superuser %', current_user;
+    END IF;
+    RETURN i;
+END $$;
+CREATE INDEX lp_expr ON lp (lp_not_as_superuser(id));
+REINDEX TABLE lp;
+SELECT backfill_start('lp', '2024-01-01', '2024-03-01', 'lp_src', background => false) AS job \gset
+CALL backfill_run(:job);
+SELECT partition, state, error FROM backfill_tasks(:job);
+SELECT c.relname, c.relowner::regrole FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid
+ WHERE i.inhparent = 'lp'::regclass ORDER BY 1;
+
 DROP TABLE lp, lp_src, lp_secret, lp_hidden CASCADE;
+DROP FUNCTION lp_not_as_superuser(int);
 REVOKE CREATE ON SCHEMA public FROM bf_lp_owner;
 DROP ROLE bf_lp_owner, bf_lp_other;

@@ -156,7 +156,7 @@ void create_shadow(const Job &job, const Task &t) {
                           "Rename or drop that table, then resume the job.");
     spi::Result facts = spi::exec(
         "SELECT c.relpersistence = 'u', t.spcname, "
-        "       pg_catalog.pg_get_partition_constraintdef(c.oid) "
+        "       pg_catalog.pg_get_partition_constraintdef(c.oid), c.relowner::regrole::text "
         "FROM pg_catalog.pg_class c LEFT JOIN pg_catalog.pg_tablespace t "
         "     ON t.oid = c.reltablespace WHERE c.oid = $1",
         {spi::oid_param((Oid)std::stoul(oid))});
@@ -202,6 +202,9 @@ void create_shadow(const Job &job, const Task &t) {
     if (f[1])
         sql += " TABLESPACE " + ident(*f[1]);
     spi::exec(sql);
+    // Owned as the partition is from the start: PostgreSQL runs index expressions and ANALYZE
+    // as a table's owner, and a superuser's job must not run the owner's functions as superuser.
+    spi::exec("ALTER TABLE " + shadow + " OWNER TO " + *f[3]);  // a regrole's text is quoted
     spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(bound_constraint(t)) +
               " CHECK " + *f[2]);
 
