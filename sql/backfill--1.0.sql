@@ -34,6 +34,8 @@ CREATE TABLE backfill.jobs (
     run_as              regrole     NOT NULL,   -- current_user at start: the job's rights
     login_role          regrole     NOT NULL,   -- session user at start: the worker logs in as it
     search_path         text        NOT NULL,   -- the caller's search_path, pinned for the source
+    time_zone           text        NOT NULL,   -- the caller's TimeZone and DateStyle, for the
+    date_style          text        NOT NULL,   -- source's values as the caller's INSERT would get them
     state               text        NOT NULL DEFAULT 'pending'
         CHECK (state IN ('pending', 'running', 'paused', 'done', 'failed', 'cancelled')),
     waiting_on          text,

@@ -122,3 +122,23 @@ DROP TABLE b, b_src, b_expected, d, audit;
 DROP FUNCTION audit_row(), add_audit();
 DROP DOMAIN positive_int;
 DROP EXTENSION pg_visibility;
+
+-- Values converted as the caller's own INSERT would convert them: with the TimeZone and DateStyle
+-- of the session that started the job, whatever those of the session or worker that runs it.
+SET TimeZone = 'America/New_York';
+SET DateStyle = 'ISO, DMY';
+CREATE TABLE tz (id int, at timestamptz NOT NULL, d date) PARTITION BY RANGE (at);
+CREATE TABLE tz_01 PARTITION OF tz FOR VALUES FROM ('2024-01-01 00:00+00') TO ('2024-03-01 00:00+00');
+CREATE TABLE tz_src (id int, at timestamp, d text);
+INSERT INTO tz_src VALUES (1, '2024-01-31 21:00', '01/02/2024'), (2, '2024-02-10 09:30', '10/02/2024');
+CREATE TABLE tz_expected AS SELECT id, at::timestamptz AS at, d::date AS d FROM tz_src;
+SELECT backfill_start('tz', '2024-01-01 00:00+00', '2024-03-01 00:00+00',
+                      $$SELECT id, at, d::date AS d FROM tz_src WHERE at >= $1 AND at < $2$$,
+                      background => false) AS job \gset
+RESET TimeZone;
+RESET DateStyle;
+CALL backfill_run(:job);
+SELECT id, at AT TIME ZONE 'UTC' AS at_utc, to_char(d, 'YYYY-MM-DD') AS d FROM tz ORDER BY id;
+SELECT count(*) AS differing FROM ((TABLE tz EXCEPT ALL TABLE tz_expected)
+                                    UNION ALL (TABLE tz_expected EXCEPT ALL TABLE tz)) d;
+DROP TABLE tz, tz_src, tz_expected;

@@ -114,18 +114,19 @@ void as_owner(const std::function<void()> &fn) {
 }
 
 int64 insert_job(const plan::Target &target, const Options &o, bool source_is_query, Oid run_as,
-                 Oid login_role, const std::string &search_path) {
+                 Oid login_role, const std::string &search_path, const std::string &time_zone,
+                 const std::string &date_style) {
     compat::ServerIdentity here = compat::server_identity();
     spi::Result r = run(
         "INSERT INTO backfill.jobs (target, target_name, key_column, key_type, range_from, "
         "range_to, source, source_is_query, pause, workers, keep_old, lock_timeout, swap_wait, "
         "concurrent_writes, ignore_publications, background, run_as, login_role, search_path, "
         "system_identifier, timeline, max_rows_per_second, max_replication_lag, run_window, "
-        "throttle_query, waiting_on, created_at) "
+        "throttle_query, time_zone, date_style, waiting_on, created_at) "
         "VALUES ($1::oid::regclass, $2, $3, $4::oid::regtype, $5, $6, $7, $8::boolean, "
         "$9::interval, $10::int, $11::boolean, $12::interval, $13::interval, $14, "
         "$15::boolean, $16::boolean, $17::oid::regrole, $18::oid::regrole, $19, $20::numeric, "
-        "$21::int, $22::bigint, $23::interval, $24, $25, "
+        "$21::int, $22::bigint, $23::interval, $24, $25, $26, $27, "
         "CASE WHEN NOT $16::boolean THEN 'the next CALL backfill_run' END, "
         "pg_catalog.clock_timestamp()) RETURNING id",  // distinct for jobs of one transaction
         {spi::oid_param(target.oid), spi::text_param(target.qualified()),
@@ -140,7 +141,8 @@ int64 insert_job(const plan::Target &target, const Options &o, bool source_is_qu
          spi::oid_param(login_role), spi::text_param(search_path),
          spi::text_param(std::to_string(here.system_identifier)), spi::bigint_param(here.timeline),
          spi::text_param(o.max_rows_per_second), spi::text_param(o.max_replication_lag),
-         spi::text_param(o.run_window), spi::text_param(o.throttle_query)});
+         spi::text_param(o.run_window), spi::text_param(o.throttle_query),
+         spi::text_param(time_zone), spi::text_param(date_style)});
     int64 id = std::stoll(*r.rows.at(0).at(0));
     int no = 0;
     for (const plan::Partition &p : target.partitions)
@@ -160,7 +162,7 @@ Job load_job(int64 id) {
         "background, run_as::oid, login_role::oid, search_path, state, interrupted, workers, "
         "rolling_back, max_rows_per_second, extract(epoch FROM max_replication_lag) * 1000, "
         "run_window, throttle_query, floor(extract(epoch FROM created_at))::bigint, "
-        "(extract(epoch FROM created_at) * 1000000)::bigint % 1000000 "
+        "(extract(epoch FROM created_at) * 1000000)::bigint % 1000000, time_zone, date_style "
         "FROM backfill.jobs WHERE id = $1",
         {spi::bigint_param(id)});
     if (r.rows.empty())
@@ -198,6 +200,8 @@ Job load_job(int64 id) {
     job.throttle_query = row[25];
     job.created = (uint32)std::stoll(*row[26]);
     job.created_us = (uint32)std::stoll(*row[27]);
+    job.time_zone = *row[28];
+    job.date_style = *row[29];
     return job;
 }
 

@@ -41,7 +41,7 @@ struct Job {
     bool detect_writes = true;  // concurrent_writes = retry
     bool background = true;
     Oid run_as = InvalidOid, login_role = InvalidOid;
-    std::string search_path;
+    std::string search_path, time_zone, date_style;  // the caller's, at start
     std::string state;
     bool interrupted = false;
     bool rolling_back = false;
@@ -65,7 +65,8 @@ struct Task {
 void as_owner(const std::function<void()> &fn);
 
 int64 insert_job(const plan::Target &target, const Options &options, bool source_is_query,
-                 Oid run_as, Oid login_role, const std::string &search_path);
+                 Oid run_as, Oid login_role, const std::string &search_path,
+                 const std::string &time_zone, const std::string &date_style);
 Job load_job(int64 id);                      // throws a Failure naming the job if it is unknown
 std::vector<Task> load_tasks(int64 job);     // in task order
 bool job_xmin_is_current_transaction(int64 id);

@@ -102,14 +102,17 @@ private:
     }
 
     // A step of the task, with the job's rights and settings, committed at once.
-    void task_step(const std::function<void()> &body, bool user_search_path = false,
+    void task_step(const std::function<void()> &body, bool user_settings = false,
                    bool lock_timeout = false) {
         guc::Settings settings = guc::canonical();
         settings.push_back({"row_security", "off"});
         settings.push_back({"statement_timeout", "0"});
         settings.push_back({"lock_timeout", lock_timeout ? job_.lock_timeout : "0"});
-        if (user_search_path)
+        if (user_settings) {  // for the user's SQL: the caller's settings at start
             settings.push_back({"search_path", job_.search_path});
+            settings.push_back({"TimeZone", job_.time_zone});
+            settings.push_back({"DateStyle", job_.date_style});
+        }
         txn::in_subtransaction(job_.run_as, settings, body);
         txn::commit();
     }

@@ -121,6 +121,8 @@ int64 start(const Args &args) {
     plan::Bound from{args.datum(1), args.type(1), args.null(1)};
     plan::Bound to{args.datum(2), args.type(2), args.null(2)};
     std::string caller_path = *spi::scalar("SELECT pg_catalog.current_setting('search_path')");
+    std::string caller_zone = *spi::scalar("SELECT pg_catalog.current_setting('TimeZone')");
+    std::string caller_style = *spi::scalar("SELECT pg_catalog.current_setting('DateStyle')");
     plan::Target target = plan::resolve(target_oid, from, to);
 
     int level = guc::push(guc::canonical());
@@ -183,8 +185,10 @@ int64 start(const Args &args) {
 
     int64 id = 0;
     try {
-        txn::in_subtransaction(
-            [&] { id = control::insert_job(target, o, is_query, run_as, login_role, caller_path); });
+        txn::in_subtransaction([&] {
+            id = control::insert_job(target, o, is_query, run_as, login_role, caller_path,
+                                     caller_zone, caller_style);
+        });
     } catch (const pg::Error &e) {
         if (!is_one_live_job_violation(e))
             throw;
