@@ -1,7 +1,7 @@
 # PGXS build of the backfill extension (the primary build; CMakeLists.txt builds the same module).
 MODULE_big = backfill
 EXTENSION  = backfill
-DATA       = sql/backfill--1.0.sql
+DATA       = sql/backfill--1.0.sql sql/backfill--1.0--1.1.sql
 PGFILEDESC = "backfill - shadow-and-swap backfills of partitioned tables"
 
 SRCS = $(wildcard src/*.cpp)

@@ -23,6 +23,15 @@ std::string grantee(const std::string &r) {
     return "CASE WHEN " + r + " = 0 THEN 'PUBLIC' ELSE " + r + "::regrole::text END";
 }
 
+// Gives a trigger the enabled state pg_trigger.tgenabled records as `enabled`.
+void set_enabled(const std::string &table, const std::string &trigger, const std::string &enabled) {
+    std::string mode = enabled == "D"   ? "DISABLE"
+                       : enabled == "R" ? "ENABLE REPLICA"
+                       : enabled == "A" ? "ENABLE ALWAYS"
+                                        : "ENABLE";
+    spi::exec("ALTER TABLE " + table + " " + mode + " TRIGGER " + ident(trigger));
+}
+
 // The partition's own triggers (not cloned from the parent, not internal, not ours), re-created
 // on the shadow with the same name and enabled state.
 void copy_triggers(const std::string &oid, const std::string &partition,
@@ -32,7 +41,7 @@ void copy_triggers(const std::string &oid, const std::string &partition,
         "WHERE tgrelid = $1 AND NOT tgisinternal AND tgparentid = 0 "
         "AND tgfoid NOT IN (SELECT p.oid FROM pg_catalog.pg_proc p "
         "  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
-        "  WHERE n.nspname = 'backfill' AND p.proname = 'note_write') ORDER BY tgname",
+        "  WHERE n.nspname = 'backfill' AND p.proname IN ('note_write', 'note_key')) ORDER BY tgname",
         {oid_of(oid)});
     for (const spi::Row &t : triggers.rows) {
         const std::string &definition = *t[1];
@@ -44,13 +53,8 @@ void copy_triggers(const std::string &oid, const std::string &partition,
                                       definition));
         spi::exec(definition.substr(0, at) + " ON " + shadow + " " +
                   definition.substr(at + on.size()));
-        const std::string &enabled = *t[2];
-        std::string mode = enabled == "D"   ? "DISABLE"
-                           : enabled == "R" ? "ENABLE REPLICA"
-                           : enabled == "A" ? "ENABLE ALWAYS"
-                                            : "";
-        if (!mode.empty())
-            spi::exec("ALTER TABLE " + shadow + " " + mode + " TRIGGER " + ident(*t[0]));
+        if (*t[2] != "O")  // enabled in the default way, as CREATE TRIGGER leaves it
+            set_enabled(shadow, *t[0], *t[2]);
     }
 }
 
@@ -148,6 +152,19 @@ void after_load(const std::string &partition_oid, const std::string &partition,
     // Only now: granted before the policies, the loaded rows would be open to every grantee.
     table_grants(partition_oid, shadow);
     copy_comment_and_columns(partition_oid, shadow);
+}
+
+void without_own_triggers(const std::string &shadow, const std::function<void()> &fn) {
+    spi::Result triggers = spi::exec(
+        "SELECT tgname, tgenabled FROM pg_catalog.pg_trigger "
+        "WHERE tgrelid = pg_catalog.to_regclass($1) AND NOT tgisinternal AND tgenabled <> 'D' "
+        "ORDER BY tgname",
+        {spi::text_param(shadow)});
+    for (const spi::Row &t : triggers.rows)
+        set_enabled(shadow, *t[0], "D");
+    fn();
+    for (const spi::Row &t : triggers.rows)
+        set_enabled(shadow, *t[0], *t[1]);
 }
 
 std::string replica_identity(const std::string &partition_oid) {

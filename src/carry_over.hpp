@@ -3,6 +3,7 @@
 // by the shadow and index steps; the parent's own properties come back with ATTACH.)
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,10 @@ void table_grants(const std::string &partition_oid, const std::string &shadow);
 // targets and column grants.
 void after_load(const std::string &partition_oid, const std::string &partition,
                 const std::string &shadow);
+
+// Runs fn with the shadow's own triggers (those after_load copied) disabled, then gives each its
+// enabled state back: for rows that backfill recomputes, not ones the application writes.
+void without_own_triggers(const std::string &shadow, const std::function<void()> &fn);
 
 // The partition's REPLICA IDENTITY clause ("" for the default), applied once the new partition
 // carries the old index names.

@@ -92,6 +92,21 @@ const char *kAttemptStarts = "state = 'running', phase = NULL, attempts = attemp
 
 }  // namespace
 
+void require_sql_version() {
+    std::string installed =
+        spi::scalar("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'backfill'")
+            .value_or("none");
+    if (installed != kSqlVersion)
+        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                          pg::fmt("the backfill extension in this database is version %1%, its "
+                                  "library version %2%",
+                                  installed, kSqlVersion),
+                          "The library was upgraded; the extension's SQL objects were not.",
+                          pg::fmt("Run ALTER EXTENSION backfill UPDATE TO '%1%' in this "
+                                  "database, then resume the paused jobs.",
+                                  kSqlVersion));
+}
+
 void as_owner(const std::function<void()> &fn) {
     Oid owner = extension_owner();
     Oid saved_user;
@@ -352,6 +367,16 @@ bool has_writes(const Task &task) {
                 .rows.empty();
 }
 
+void task_catch_up_key(const Task &task, const spi::Text &key) {
+    update_task(task, "catch_up_key = $3", {spi::text_param(key)});
+}
+
+void task_caught_up(const Task &task, int64 keys) {
+    update_task(task, "keys_caught_up = keys_caught_up + $3, catch_up_rounds = catch_up_rounds + 1",
+                {spi::bigint_param(keys)});
+}
+
+void task_rebuilt(const Task &task) { update_task(task, "rebuilds = rebuilds + 1"); }
 
 std::vector<int> runner_pids(int64 job) {
     spi::Result r = spi::exec(

@@ -61,6 +61,12 @@ struct Task {
     std::string qualified() const { return spi::qualified(schema, name); }
 };
 
+// The version of the SQL objects this library works with. A server whose library was upgraded
+// runs no job until ALTER EXTENSION backfill UPDATE has upgraded them too.
+constexpr const char *kSqlVersion = "1.1";
+// Throws a Failure saying what to do when the installed SQL objects are of another version.
+void require_sql_version();
+
 // Runs fn as the extension owner, so it may touch the control tables.
 void as_owner(const std::function<void()> &fn);
 
@@ -99,9 +105,18 @@ void reset_failed_tasks(int64 job);
 // A paused, failed or interrupted job becomes pending again, its failed tasks with it.
 void resume_job(int64 job);
 
-// Concurrent-write markers of a task.
+// Concurrent-write markers of a task: a write that makes its build be thrown away (into a
+// partition without a key, or a TRUNCATE).
 void clear_writes(const Task &task);
 bool has_writes(const Task &task);
+
+// How a task handles writes into its partition during its build: the key it catches them up by,
+// or nullopt when such a write rebuilds it.
+void task_catch_up_key(const Task &task, const spi::Text &key);
+// A catch-up round of the task applied `keys` keys.
+void task_caught_up(const Task &task, int64 keys);
+// A write threw the task's build away; it is built again.
+void task_rebuilt(const Task &task);
 
 // Runners: each process running a job (a worker, or CALL backfill_run) holds one of the job's
 // runner slots, a session-level advisory lock that dies with the process.

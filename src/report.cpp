@@ -106,7 +106,8 @@ std::vector<spi::Row> task_rows(int64 job) {
     return as_owner(
         "SELECT pg_catalog.format('%I.%I', partition_schema, partition_name), lower_bound, "
         "       upper_bound, state, attempts, rows_before, rows_after, swap_lock_ms, "
-        "       started_at, finished_at, error "
+        "       started_at, finished_at, error, catch_up_key, keys_caught_up, catch_up_rounds, "
+        "       rebuilds "
         "FROM backfill.tasks WHERE job = $1 ORDER BY task_no",
         {spi::bigint_param(job)});
 }

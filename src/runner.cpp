@@ -1,6 +1,7 @@
 // The job loop (see runner.hpp).
 #include "runner.hpp"
 
+#include "catch_up.hpp"
 #include "control.hpp"
 #include "pool.hpp"
 #include "stray_files.hpp"
@@ -30,6 +31,8 @@ using control::Task;
 
 constexpr int kMaxAttempts = 3;           // tries of a task that fails for a passing reason
 constexpr double kMaxBackoffMs = 5000;    // longest sleep between lock attempts
+constexpr double kFirstQuietMs = 1000;    // a rebuild waits for the partition to be this quiet,
+constexpr double kMaxQuietMs = 60000;     // twice as long after each rebuild, up to this
 
 enum class Outcome { done, failed, stopped };
 
@@ -143,6 +146,10 @@ private:
     double lock_attempts(const std::string &what, const std::function<void()> &body, bool &shown);
     std::string blockers();
     void load(const Task &task);
+    void wait_until_quiet(const Task &task, double quiet_ms, double deadline);
+    void catch_up(const Task &task, const catch_up::Key &key, double since, double deadline);
+    double catch_up_and_swap(const Task &task, const std::optional<catch_up::Key> &key,
+                             double load_started, bool &swapped);
     Outcome run_task(const Task &task);
     Outcome run_task_attempts(Task task);
     void recover();
@@ -330,6 +337,104 @@ void Run::load(const Task &task) {
     book([&] { control::set_waiting_on(id_, std::nullopt); });
 }
 
+// Before a rebuild that a write caused: waits until no write has come into the partition for
+// quiet_ms (its triggers are in place again), so that the new build has a chance to finish.
+void Run::wait_until_quiet(const Task &task, double quiet_ms, double deadline) {
+    for (;;) {
+        book([&] { control::clear_writes(task); });
+        if (!sleep(quiet_ms,
+                   pg::fmt("rebuild: waiting until nothing has written into %1% for %2% s",
+                           task.qualified(), quiet_ms / 1000)))
+            throw pg::Failure(ERRCODE_QUERY_CANCELED, "the job was stopped while it waited");
+        bool written = false;
+        book([&] { written = control::has_writes(task); });
+        if (!written)
+            return;
+        if (txn::now_ms() >= deadline)
+            throw pg::Failure(ERRCODE_OBJECT_IN_USE,  // not retried: swap_wait is the limit
+                              pg::fmt("partition %1% was written to during every rebuild for "
+                                      "swap_wait",
+                                      task.qualified()),
+                              "It has no key to catch writes up by (or it was truncated), so a "
+                              "write during its build throws the build away.",
+                              "Give the partition a primary key (or a unique index over NOT NULL "
+                              "columns) that the source returns, so that writes are caught up by "
+                              "key; or resume the job when nothing writes into the partition "
+                              "(run_window picks the hours). The partition was left as it was.");
+    }
+}
+
+// Rounds of catching up the keys written into the partition, until one is small. Says in
+// waiting_on what it does; fails after `deadline` when the writes come faster than it applies
+// them. `since` is when the keys of the first round began to be logged.
+void Run::catch_up(const Task &task, const catch_up::Key &key, double since, double deadline) {
+    bool shown = false;
+    int64 previous = -1;
+    for (int round = 1;; round++) {
+        throttle_step();
+        double started = txn::now_ms();
+        int64 keys = 0;
+        task_step([&] { keys = task::catch_up_round(job_, task, key); });
+        double took = txn::now_ms() - started;
+        if (keys <= catch_up::kSmallRound)
+            break;
+        double rate = keys / std::max((started - since) / 1000, 0.001);
+        std::string pace = pg::fmt("round %1% applied %2% keys in %3% ms; writes came at about "
+                                   "%4% keys a second",
+                                   round, keys, (int64)took, (int64)rate);
+        if (txn::now_ms() >= deadline)
+            throw pg::Failure(ERRCODE_OBJECT_IN_USE,  // not retried: swap_wait is the limit
+                              pg::fmt("the writes into partition %1% could not be caught up "
+                                      "within swap_wait",
+                                      task.qualified()),
+                              pg::fmt("The last %1%.", pace),
+                              "Resume the job when fewer writes come into the partition "
+                              "(run_window picks the hours), or raise swap_wait. The partition "
+                              "was left as it was.");
+        bool behind = previous >= 0 && keys >= previous;
+        book([&] {
+            control::set_waiting_on(id_, pg::fmt("catching up writes into %1%: %2%%3%",
+                                                 task.qualified(), pace,
+                                                 behind ? " (falling behind)" : ""));
+        });
+        shown = true;
+        previous = keys;
+        since = started;
+    }
+    if (shown)
+        book([&] { control::set_waiting_on(id_, std::nullopt); });
+}
+
+// Catches up the writes made during the build, then swaps; when more keys wait at the swap than
+// it may apply under its locks, catches up again. Returns the swap's lock time.
+double Run::catch_up_and_swap(const Task &task, const std::optional<catch_up::Key> &key,
+                              double load_started, bool &swapped) {
+    double deadline = txn::now_ms() + job_.swap_wait_ms;
+    double since = load_started;
+    for (;;) {
+        if (key)
+            catch_up(task, *key, since, deadline);
+        since = txn::now_ms();
+        report(pg::fmt("backfill job %1%: swapping %2%", id_, task.qualified()));
+        try {
+            return with_lock_retries("swap partition " + task.qualified(),
+                                     [&] { task::swap(job_, task, key); }, &swapped);
+        } catch (const catch_up::BehindAtSwap &behind) {
+            if (txn::now_ms() >= deadline)
+                throw pg::Failure(ERRCODE_OBJECT_IN_USE,
+                                  pg::fmt("the writes into partition %1% could not be caught up "
+                                          "within swap_wait",
+                                          task.qualified()),
+                                  pg::fmt("%1% keys were written between the last round and the "
+                                          "swap's locks, more than the %2% it applies there.",
+                                          behind.keys(), catch_up::kMaxKeysUnderLock),
+                                  "Resume the job when fewer writes come into the partition "
+                                  "(run_window picks the hours), or raise swap_wait. The "
+                                  "partition was left as it was.");
+        }
+    }
+}
+
 // Runs one task in a memory context of its own, emptied before each task, so that a runner's
 // memory stays flat however many tasks a job has.
 Outcome Run::run_task(const Task &task) {
@@ -352,18 +457,27 @@ Outcome Run::run_task(const Task &task) {
 }
 
 Outcome Run::run_task_attempts(Task task) {
+    int rebuilds = 0;            // builds a write threw away
+    double rebuild_deadline = 0;  // set by the first: rebuilds go on for up to swap_wait
     for (int attempt = 1;; attempt++) {
-        if (attempt > 1)
+        if (attempt > 1 || rebuilds > 0)
             book([&] { control::task_running(task); });
         bool swapped = false;
         std::exception_ptr error;
         try {
+            catch_up::Mode mode;
+            task_step([&] { mode = task::writes_mode(job_, task); }, true);
             report(pg::fmt("backfill job %1%: building the shadow of %2%", id_, task.qualified()));
             with_lock_retries("prepare partition " + task.qualified(),
-                              [&] { task::create_shadow(job_, task); });
+                              [&] { task::create_shadow(job_, task, mode.key); });
             task.shadow_name = task::shadow_name(task);
+            if (rebuilds > 0)
+                wait_until_quiet(task, std::min(kFirstQuietMs * (1 << std::min(rebuilds - 1, 10)),
+                                                kMaxQuietMs),
+                                 rebuild_deadline);
             throttle_step();
             report(pg::fmt("backfill job %1%: loading the shadow of %2%", id_, task.qualified()));
+            double load_started = txn::now_ms();
             load(task);
             throttle_step();
             report(pg::fmt("backfill job %1%: indexing the shadow of %2%", id_, task.qualified()));
@@ -371,9 +485,7 @@ Outcome Run::run_task_attempts(Task task) {
             with_lock_retries("add the foreign keys of " + task.qualified(),
                               [&] { task::add_foreign_keys(job_, task); });
             task_step([&] { task::validate_foreign_keys(job_, task); });
-            report(pg::fmt("backfill job %1%: swapping %2%", id_, task.qualified()));
-            double lock_ms = with_lock_retries("swap partition " + task.qualified(),
-                                               [&] { task::swap(job_, task); }, &swapped);
+            double lock_ms = catch_up_and_swap(task, mode.key, load_started, swapped);
             task_step([&] { task::retire_old(job_, task, lock_ms); });
             return Outcome::done;
         } catch (...) {
@@ -386,6 +498,18 @@ Outcome Run::run_task_attempts(Task task) {
                                 id_, task.qualified(), cause.text));
             return Outcome::done;
         }
+        bool written = false;
+        try {
+            std::rethrow_exception(error);
+        } catch (const task::WrittenDuringBuild &) {
+            written = true;
+        } catch (...) {
+        }
+        if (written) {
+            if (rebuilds++ == 0)
+                rebuild_deadline = txn::now_ms() + job_.swap_wait_ms;
+            cause.text += "; it is rebuilt once nothing has written into it for a while";
+        }
         log_warning(pg::fmt("backfill job %1%: partition %2%: %3%", id_, task.qualified(),
                             cause.text));
         if (!clean_up(task))
@@ -396,6 +520,11 @@ Outcome Run::run_task_attempts(Task task) {
         if (stop_requested || state != "running") {
             book([&] { control::task_pending(task, std::nullopt); });
             return Outcome::stopped;
+        }
+        if (written) {  // not a try spent: wait_until_quiet bounds the rebuilds
+            book([&] { control::task_rebuilt(task); });
+            attempt--;
+            continue;
         }
         if (is_transient(cause.sqlstate) && attempt < kMaxAttempts) {
             book([&] { control::task_pending(task, cause.text); });
@@ -629,6 +758,20 @@ bool Run::claim_slot() {
 
 std::string Run::loop() {
     pg::call([&] { session_user_ = GetUserId(); });
+    std::exception_ptr outdated;
+    book([&] {
+        try {
+            control::require_sql_version();
+        } catch (const pg::Failure &) {
+            outdated = std::current_exception();
+        }
+    });
+    if (outdated) {  // a worker leaves the job paused, saying why; a session is told
+        book([&] { control::set_job_state(id_, "paused", cause_of(outdated).text); });
+        if (origin_ == Origin::worker)
+            return "paused";
+        std::rethrow_exception(outdated);
+    }
     book([&] { job_ = control::load_job(id_); });
     bool startable = job_.state == "pending" || job_.state == "running";
     if (!startable) {

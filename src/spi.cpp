@@ -64,6 +64,30 @@ Prepared prepare_only(const std::string &sql, const std::vector<Oid> &argtypes) 
     return prepared;
 }
 
+double plan_cost(const std::string &sql, const std::vector<Oid> &argtypes) {
+    double cost = 0;
+    pg::call([&] {
+        bool pushed = push_snapshot_if_none();
+        SPIPlanPtr plan = SPI_prepare(sql.c_str(), (int)argtypes.size(),
+                                      const_cast<Oid *>(argtypes.data()));
+        if (!plan)
+            elog(ERROR, "backfill: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+        CachedPlan *cached = SPI_plan_get_cached_plan(plan);  // generic: no parameter values
+        if (cached && list_length(cached->stmt_list) == 1)
+            cost = linitial_node(PlannedStmt, cached->stmt_list)->planTree->total_cost;
+        if (cached)  // an unsaved plan's is held by no resource owner
+#if PG_VERSION_NUM >= 140000
+            ReleaseCachedPlan(cached, NULL);
+#else
+            ReleaseCachedPlan(cached, false);
+#endif
+        SPI_freeplan(plan);
+        if (pushed)
+            PopActiveSnapshot();
+    });
+    return cost;
+}
+
 namespace {
 
 // A result copied out of SPI into a private memory context, as C strings.

@@ -46,6 +46,9 @@ struct Prepared {
 };
 Prepared prepare_only(const std::string &sql, const std::vector<Oid> &argtypes);
 
+// The planner's estimated total cost of a statement's generic plan (its parameters unknown).
+double plan_cost(const std::string &sql, const std::vector<Oid> &argtypes);
+
 // Quoting: every identifier and literal that goes into SQL text passes through these.
 std::string ident(const std::string &name);
 std::string qualified(const std::string &schema, const std::string &name);

@@ -1,5 +1,6 @@
 // The SQL-callable functions that plan, start, run and report jobs, and the module's _PG_init:
 // argument checks, then a call into the engine. Each one enters C++ through pg::entry.
+#include "catch_up.hpp"
 #include "compat.hpp"
 #include "control.hpp"
 #include "guc.hpp"
@@ -94,6 +95,45 @@ std::string last_error(int64 job) {
     return text.value_or("no error was recorded");
 }
 
+// How writes into a partition during its build would be handled, for backfill_plan; without a
+// source (an empty `select`), as far as the partition's key alone tells.
+std::string writes_mode_text(Oid partition, const std::string &select, Oid key_type) {
+    if (!select.empty())
+        return catch_up::choose(partition, select, key_type, true).describe();
+    std::optional<catch_up::Key> key = catch_up::partition_key(partition);
+    if (!key)
+        return catch_up::choose(partition, select, key_type, true).describe();
+    return "caught up by key " + key->describe() + " if the source returns it and is cheap to "
+           "read by it (give the source to know)";
+}
+
+// Says in a NOTICE which partitions a write during their build would make rebuild, and why.
+void notice_rebuilt_partitions(const plan::Target &target, const std::string &select) {
+    int rebuilt = 0;
+    std::string which;
+    for (const plan::Partition &p : target.partitions) {
+        catch_up::Mode mode = catch_up::choose(p.oid, select, target.key_type, true);
+        if (mode.key)
+            continue;
+        if (rebuilt++ < 3)
+            which += pg::fmt("%1%%2%: %3%", which.empty() ? "" : "; ",
+                             spi::qualified(p.schema, p.name), mode.why_rebuilt);
+    }
+    if (rebuilt == 0)
+        return;
+    if (rebuilt > 3)
+        which += pg::fmt("; and %1% more", rebuilt - 3);
+    pg::call([&] {
+        ereport(NOTICE,
+                (errmsg("a write into %d of the %d partitions during its build will rebuild it, "
+                        "not be caught up by key",
+                        rebuilt, (int)target.partitions.size()),
+                 errdetail("%s.", which.c_str()),
+                 errhint("backfill_plan(target, from, to, source) shows each partition's mode. "
+                         "A rebuild waits until nothing writes into the partition.")));
+    });
+}
+
 // A relation already under a name a task will give (its shadow, the replaced partition) would
 // fail that task later: refuse now, while the whole start rolls back.
 void refuse_taken_names(int64 job) {
@@ -115,6 +155,7 @@ void refuse_taken_names(int64 job) {
 }
 
 int64 start(const Args &args) {
+    control::require_sql_version();
     args.require(0, "target");
     args.require(3, "source");
     Oid target_oid = DatumGetObjectId(args.datum(0));
@@ -181,6 +222,9 @@ int64 start(const Args &args) {
     std::vector<source::Column> columns = source::describe(
         source::select_for_partition(o.source, is_query, target.key_column), target.key_type);
     source::check_columns(columns, target.oid, target.qualified(), target.key_column);
+    if (o.concurrent_writes == "retry")
+        notice_rebuilt_partitions(target, source::select_for_partition(o.source, is_query,
+                                                                       target.key_column));
     guc::pop(source_level);
 
     int64 id = 0;
@@ -244,19 +288,28 @@ Datum backfill_plan(PG_FUNCTION_ARGS) {
         Args args(fcinfo);
         args.require(0, "target");
         spi::connect();
+        control::require_sql_version();
         plan::Target target =
             plan::resolve(DatumGetObjectId(args.datum(0)), {args.datum(1), args.type(1), args.null(1)},
                           {args.datum(2), args.type(2), args.null(2)});
-        int level = guc::push(guc::canonical());
+        spi::Text source = args.null(3) ? std::nullopt : args.text(3);
+        std::string select;
+        if (source) {  // read with the caller's search_path, as backfill_start reads it
+            bool is_query = false;
+            std::string normalized = source::normalize(*source, is_query);
+            select = source::select_for_partition(normalized, is_query, target.key_column);
+        }
         std::vector<spi::Row> rows;
         for (const plan::Partition &p : target.partitions) {
+            std::string writes = writes_mode_text(p.oid, select, target.key_type);
+            int level = guc::push(guc::canonical());
             spi::Text bytes = spi::scalar("SELECT pg_catalog.pg_total_relation_size($1)",
                                           {spi::oid_param(p.oid)});
+            guc::pop(level);
             rows.push_back({std::to_string(p.oid), p.lower, p.upper,
-                            std::to_string(p.estimated_rows), bytes});
+                            std::to_string(p.estimated_rows), bytes, writes});
         }
         result_set::materialize(fcinfo, rows);
-        guc::pop(level);
         spi::finish();
         return (Datum)0;
     });
@@ -388,6 +441,7 @@ Datum backfill_tasks(PG_FUNCTION_ARGS) {
         Args args(fcinfo);
         int64 id = args.int8(0, "job");
         return with_spi([&] {
+            control::require_sql_version();
             report::require_visible(id);
             result_set::materialize(fcinfo, report::task_rows(id));
             return (Datum)0;

@@ -146,7 +146,18 @@ std::string kept_name(const Task &t) {
     return fit_name(t.name, suffix + "_" + std::to_string(t.no));
 }
 
-void create_shadow(const Job &job, const Task &t) {
+catch_up::Mode writes_mode(const Job &job, const Task &t) {
+    catch_up::Mode mode = catch_up::choose(
+        (Oid)std::stoul(partition_oid(job, t)),
+        source::select_for_partition(job.source, job.source_is_query, job.key_column),
+        job.key_type, job.detect_writes);
+    int level = guc::push(guc::canonical());
+    control::task_catch_up_key(t, mode.key ? spi::Text(mode.key->describe()) : std::nullopt);
+    guc::pop(level);
+    return mode;
+}
+
+void create_shadow(const Job &job, const Task &t, const std::optional<catch_up::Key> &key) {
     std::string oid = partition_oid(job, t);
     std::string shadow = qualified(t.schema, shadow_name(t));
     if (relation_oid(shadow))
@@ -170,16 +181,16 @@ void create_shadow(const Job &job, const Task &t) {
     // crash while it waits must not leave behind the files of an uncommitted shadow.
     // Left by an earlier attempt whose clean-up could not get the lock.
     remove_write_triggers(t, t.qualified());
+    if (key)
+        catch_up::create_log(t, *key, job.run_as);
     if (job.detect_writes)
         control::as_owner([&] {
-            std::string args = "(" + literal(std::to_string(t.job)) + ", " +
-                               literal(std::to_string(t.no)) + ")";
             spi::exec("CREATE TRIGGER " + ident(write_trigger(t)) +
                       " AFTER INSERT OR UPDATE OR DELETE ON " + t.qualified() +
-                      " FOR EACH ROW EXECUTE FUNCTION backfill.note_write" + args);
+                      " FOR EACH ROW EXECUTE FUNCTION " + catch_up::row_trigger_function(t, key));
             spi::exec("CREATE TRIGGER " + ident(truncate_trigger(t)) + " AFTER TRUNCATE ON " +
-                      t.qualified() + " FOR EACH STATEMENT EXECUTE FUNCTION backfill.note_write" +
-                      args);
+                      t.qualified() + " FOR EACH STATEMENT EXECUTE FUNCTION " +
+                      catch_up::row_trigger_function(t, std::nullopt));
             // Also for logical replication's apply and any session_replication_role = replica.
             for (const std::string &trigger : {write_trigger(t), truncate_trigger(t)})
                 spi::exec("ALTER TABLE " + t.qualified() + " ENABLE ALWAYS TRIGGER " +
@@ -218,6 +229,7 @@ void load_shadow(const Job &job, const Task &t) {
     // the owner's rights.
     int level = guc::push(guc::canonical());
     control::clear_writes(t);
+    catch_up::clear_log(t);  // what was written so far is in the load's snapshot
     guc::pop(level);
     // For the count and the load, which runs the source query in parallel when the planner finds
     // that faster, as it would for a SELECT.
@@ -372,7 +384,7 @@ struct Side {
 // of the task's partition, which leaves detached as `outgoing`, in one transaction under the
 // job's lock_timeout. Returns nothing; the caller records the outcome in the same transaction.
 void exchange(const Job &job, const Task &t, const Side &incoming, const Side &outgoing,
-              bool check_writes) {
+              bool check_writes, const std::optional<catch_up::Key> &key) {
     std::string oid = partition_oid(job, t);
     spi::Row facts = spi::exec("SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid), "
                                "       c.relowner::regrole::text "
@@ -394,19 +406,27 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
     // than in the lock queue of the parent.
     spi::exec("SELECT pg_catalog.pg_advisory_xact_lock(1650879595, $1::oid::int)",
               {spi::oid_param(job.target)});
-#if PG_VERSION_NUM < 140000
-    // Before 14, DETACH takes only SHARE UPDATE EXCLUSIVE on the partition, so a write straight
-    // into it could land after the check below and leave with the old table. Take the locks
-    // that DETACH takes from 14 on, in its order: parent, then partition.
+    // The locks DETACH takes from 14 on, in its order (parent, then partition), taken first:
+    // writers are stopped for the checks and the last catch-up round, whose source may read the
+    // partition, still attached. (Before 14, DETACH takes only SHARE UPDATE EXCLUSIVE on the
+    // partition, so a write straight into it could land after the checks.)
     spi::exec("LOCK TABLE ONLY " + target + " IN ACCESS EXCLUSIVE MODE");
     spi::exec("LOCK TABLE ONLY " + t.qualified() + " IN ACCESS EXCLUSIVE MODE");
-#endif
-    spi::exec("ALTER TABLE " + target + " DETACH PARTITION " + t.qualified());
     if (check_writes && control::has_writes(t))
-        throw pg::Failure(ERRCODE_T_R_SERIALIZATION_FAILURE,
-                          "the partition was written to while its shadow was built",
-                          "Those writes are not in the shadow; it will be rebuilt.",
-                          "Pass concurrent_writes => 'ignore' only for partitions nobody writes.");
+        throw WrittenDuringBuild(ERRCODE_T_R_SERIALIZATION_FAILURE,
+                                 "the partition was written to while its shadow was built, in "
+                                 "a way that cannot be caught up by key",
+                                 "A partition without a key, or a TRUNCATE: the shadow misses "
+                                 "those writes.",
+                                 "Give the partition a primary key that the source returns.");
+    if (key) {
+        int64 waiting = catch_up::waiting_keys(t, catch_up::kMaxKeysUnderLock);
+        if (waiting > catch_up::kMaxKeysUnderLock)
+            throw catch_up::BehindAtSwap(waiting);
+        catch_up::apply_round(job, t, *key, qualified(t.schema, incoming.table),
+                              catch_up::kMaxKeysUnderLock);
+    }
+    spi::exec("ALTER TABLE " + target + " DETACH PARTITION " + t.qualified());
     // Read under the DETACH's lock, which an ALTER PUBLICATION of the partition waits for.
     std::vector<std::string> publication_moves = carry_over::publication_moves(
         oid, relation_oid(qualified(t.schema, incoming.table)).value_or("0"),
@@ -445,9 +465,14 @@ std::string rolled_back_name(const Task &t) { return "bf_rolled_back_" + task_ta
 
 }  // namespace
 
-void swap(const Job &job, const Task &t) {
+int64 catch_up_round(const Job &job, const Task &t, const catch_up::Key &key) {
+    return catch_up::apply_round(job, t, key, qualified(t.schema, shadow_name(t)),
+                                 catch_up::kRoundKeys);
+}
+
+void swap(const Job &job, const Task &t, const std::optional<catch_up::Key> &key) {
     double started = txn::now_ms();
-    exchange(job, t, shadow_side(t), kept_side(t), job.detect_writes);
+    exchange(job, t, shadow_side(t), kept_side(t), job.detect_writes, key);
     // The lock time up to the commit; the retire step records it with the commit included.
     control::task_done(t, kept_table(t), txn::now_ms() - started);
 }
@@ -476,7 +501,7 @@ void prepare_roll_back(const Job &job, const Task &t) {
 
 void swap_back(const Job &job, const Task &t) {
     Side rolled_back = {rolled_back_name(t), [&t](size_t n) { return new_index_name(t, n); }};
-    exchange(job, t, kept_side(t), rolled_back, false);
+    exchange(job, t, kept_side(t), rolled_back, false, std::nullopt);
     control::task_rolled_back(t);
 }
 
@@ -492,6 +517,7 @@ void retire_old(const Job &job, const Task &t, double swap_lock_ms) {
         remove_write_triggers(t, old);
     else
         spi::exec("DROP TABLE " + old);
+    catch_up::drop_log(t);  // its trigger went with the replaced partition
     control::task_old_retired(t, swap_lock_ms, job.keep_old);
 }
 
@@ -507,6 +533,7 @@ void drop_shadow(const Task &t) {
 
 void drop_write_triggers(const Task &t) {
     remove_write_triggers(t, t.qualified());
+    catch_up::drop_log(t);  // only now: a trigger left without its log would have nowhere to log
     control::clear_writes(t);
 }
 
@@ -517,6 +544,7 @@ void finish_retire(const Job &job, const Task &t) {
     }
     if (t.old_name)
         remove_write_triggers(t, qualified(t.schema, *t.old_name));
+    catch_up::drop_log(t);
     control::task_old_retired(t, -1, true);
 }
 
@@ -527,6 +555,7 @@ void drop_kept(const Task &t) {
     spi::Text oid = relation_oid(old);
     if (oid && !is_partition(*oid))
         spi::exec("DROP TABLE " + old);
+    catch_up::drop_log(t);
     control::task_old_retired(t, -1, false);
 }
 

@@ -2,6 +2,7 @@
 // Each function is one step; the runner runs each in its own transaction, in this order.
 #pragma once
 
+#include "catch_up.hpp"
 #include "control.hpp"
 
 #include <string>
@@ -18,9 +19,22 @@ std::string shadow_name(const control::Task &task);
 std::string kept_name(const control::Task &task);
 std::string write_trigger_names(const control::Task &task);  // for messages
 
+// A write into the partition during its build that cannot be caught up by key (a partition
+// without one, a TRUNCATE): the build is thrown away.
+class WrittenDuringBuild : public pg::Failure {
+public:
+    using pg::Failure::Failure;
+};
+
+// Before step 1: how writes into the partition during the build are handled, recorded in the
+// task. Runs with the job's settings (the source's search_path).
+catch_up::Mode writes_mode(const control::Job &job, const control::Task &task);
+
 // Step 1: an empty shadow shaped like the partition, with the bound as a CHECK constraint (so
-// ATTACH needs no scan), the partition's grants, and a write-noting trigger on the partition.
-void create_shadow(const control::Job &job, const control::Task &task);
+// ATTACH needs no scan), the partition's grants, and a trigger on the partition that logs the
+// keys written (with a key) or notes that it was written to.
+void create_shadow(const control::Job &job, const control::Task &task,
+                   const std::optional<catch_up::Key> &key);
 
 // Step 2: the source's rows for the partition's bound, in one statement (one snapshot).
 void load_shadow(const control::Job &job, const control::Task &task);
@@ -34,9 +48,15 @@ void build_indexes(const control::Job &job, const control::Task &task);
 void add_foreign_keys(const control::Job &job, const control::Task &task);
 void validate_foreign_keys(const control::Job &job, const control::Task &task);
 
-// Step 4: DETACH old, rename, ATTACH shadow under the old name, all under lock_timeout.
-// Throws a Failure with ERRCODE_T_R_SERIALIZATION_FAILURE when the partition was written to.
-void swap(const control::Job &job, const control::Task &task);
+// Before step 4, as often as needed: one round of catching up the keys written.
+int64 catch_up_round(const control::Job &job, const control::Task &task,
+                     const catch_up::Key &key);
+
+// Step 4: DETACH old, rename, ATTACH shadow under the old name, all under lock_timeout. Under
+// its locks, first the last catch-up round (BehindAtSwap when too many keys wait for it);
+// WrittenDuringBuild when the partition was written to in a way that cannot be caught up.
+void swap(const control::Job &job, const control::Task &task,
+          const std::optional<catch_up::Key> &key);
 
 // Step 5: drop the replaced partition, or keep it detached under its kept name.
 void retire_old(const control::Job &job, const control::Task &task, double swap_lock_ms);
