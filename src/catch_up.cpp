@@ -49,6 +49,7 @@ std::string key_matches(const Key &key, const std::string &left, const std::stri
 }  // namespace
 
 std::optional<Key> partition_key(Oid partition) {
+    int level = guc::push(guc::canonical());  // callers may run with a source's search_path
     spi::Result r = spi::exec(
         "SELECT a.attname, a.attnum, a.atttypid, "
         "       pg_catalog.format_type(a.atttypid, a.atttypmod), "
@@ -74,6 +75,7 @@ std::optional<Key> partition_key(Oid partition) {
         "  ORDER BY c.indisprimary DESC, c.indnkeyatts, ic.relname LIMIT 1) "
         "AND k.n <= i.indnkeyatts ORDER BY k.n",
         {spi::oid_param(partition)});
+    guc::pop(level);
     if (r.rows.empty())
         return std::nullopt;
     Key key;

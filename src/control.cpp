@@ -94,7 +94,8 @@ const char *kAttemptStarts = "state = 'running', phase = NULL, attempts = attemp
 
 void require_sql_version() {
     std::string installed =
-        spi::scalar("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'backfill'")
+        spi::scalar("SELECT extversion FROM pg_catalog.pg_extension "
+                    "WHERE extname OPERATOR(pg_catalog.=) 'backfill'")
             .value_or("none");
     if (installed != kSqlVersion)
         throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -109,26 +109,33 @@ std::string writes_mode_text(Oid partition, const std::string &select, Oid key_t
 
 // Says in a NOTICE which partitions a write during their build would make rebuild, and why.
 void notice_rebuilt_partitions(const plan::Target &target, const std::string &select) {
+    std::vector<std::pair<std::string, std::string>> reasons;  // why, the partitions
     int rebuilt = 0;
-    std::string which;
     for (const plan::Partition &p : target.partitions) {
         catch_up::Mode mode = catch_up::choose(p.oid, select, target.key_type, true);
         if (mode.key)
             continue;
-        if (rebuilt++ < 3)
-            which += pg::fmt("%1%%2%: %3%", which.empty() ? "" : "; ",
-                             spi::qualified(p.schema, p.name), mode.why_rebuilt);
+        rebuilt++;
+        auto same = std::find_if(reasons.begin(), reasons.end(),
+                                 [&](const auto &r) { return r.first == mode.why_rebuilt; });
+        if (same == reasons.end())
+            reasons.push_back({mode.why_rebuilt, spi::qualified(p.schema, p.name)});
+        else if (std::count(same->second.begin(), same->second.end(), ',') < 2)
+            same->second += ", " + spi::qualified(p.schema, p.name);
+        else if (same->second.compare(same->second.size() - 3, 3, "...") != 0)
+            same->second += ", ...";
     }
     if (rebuilt == 0)
         return;
-    if (rebuilt > 3)
-        which += pg::fmt("; and %1% more", rebuilt - 3);
+    std::string detail;
+    for (const auto &r : reasons)
+        detail += (detail.empty() ? "" : "; ") + r.second + ": " + r.first;
     pg::call([&] {
         ereport(NOTICE,
                 (errmsg("a write into %d of the %d partitions during its build will rebuild it, "
                         "not be caught up by key",
                         rebuilt, (int)target.partitions.size()),
-                 errdetail("%s.", which.c_str()),
+                 errdetail("%s.", detail.c_str()),
                  errhint("backfill_plan(target, from, to, source) shows each partition's mode. "
                          "A rebuild waits until nothing writes into the partition.")));
     });

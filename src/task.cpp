@@ -147,11 +147,14 @@ std::string kept_name(const Task &t) {
 }
 
 catch_up::Mode writes_mode(const Job &job, const Task &t) {
-    catch_up::Mode mode = catch_up::choose(
-        (Oid)std::stoul(partition_oid(job, t)),
-        source::select_for_partition(job.source, job.source_is_query, job.key_column),
-        job.key_type, job.detect_writes);
+    // This step runs with the job's search_path, for the source; our own SQL pins ours.
     int level = guc::push(guc::canonical());
+    Oid partition = (Oid)std::stoul(partition_oid(job, t));
+    guc::pop(level);
+    catch_up::Mode mode = catch_up::choose(
+        partition, source::select_for_partition(job.source, job.source_is_query, job.key_column),
+        job.key_type, job.detect_writes);
+    level = guc::push(guc::canonical());
     control::task_catch_up_key(t, mode.key ? spi::Text(mode.key->describe()) : std::nullopt);
     guc::pop(level);
     return mode;
