@@ -102,6 +102,34 @@ if grep -q 'warning:' "$scratch/build.log"; then   # as on 15, a warning fails t
 	exit 1
 fi
 
+# The release that test/t/016_upgrade.pl upgrades from (BACKFILL_UPGRADE_FROM in test/common.sh),
+# built the same way beside it: from the export that test/run_all.sh made (BACKFILL_OLD_SOURCE),
+# else from this repository's history. The test finds it through BACKFILL_OLD_BUILD.
+old_tree="$scratch/backfill-upgrade-from"
+rm -rf "$old_tree" && mkdir -p "$old_tree"
+if [[ -n ${BACKFILL_OLD_SOURCE:-} ]]; then
+	tar -C "$BACKFILL_OLD_SOURCE" -cf - --exclude='*.o' --exclude='*.so' . | tar -C "$old_tree" -xf -
+elif git -c safe.directory="$repo" -C "$repo" rev-parse -q --verify "$BACKFILL_UPGRADE_FROM^{commit}" >/dev/null 2>&1; then
+	git -c safe.directory="$repo" -C "$repo" archive "$BACKFILL_UPGRADE_FROM" | tar -C "$old_tree" -xf -
+else
+	echo "on_postgresql: the release $BACKFILL_UPGRADE_FROM that test/t/016_upgrade.pl upgrades" \
+		"from is not at hand: set BACKFILL_OLD_SOURCE to its tree (git archive $BACKFILL_UPGRADE_FROM)" >&2
+	exit 1
+fi
+if ! make -s -C "$old_tree" -j"$(nproc 2>/dev/null || echo 2)" "${locations[@]}" \
+	>"$scratch/build-upgrade-from.log" 2>&1; then
+	tail -n 40 "$scratch/build-upgrade-from.log"
+	echo "on_postgresql: building release $BACKFILL_UPGRADE_FROM against PostgreSQL $version failed" >&2
+	exit 1
+fi
+if grep -q 'warning:' "$scratch/build-upgrade-from.log"; then
+	grep -A4 'warning:' "$scratch/build-upgrade-from.log"
+	echo "on_postgresql: building release $BACKFILL_UPGRADE_FROM against PostgreSQL $version" \
+		"printed compiler warnings" >&2
+	exit 1
+fi
+export BACKFILL_OLD_BUILD=$old_tree
+
 # As root, the servers run as postgres, which then owns the scratch tree; this version's
 # programs come first on PATH, after 15's isolation tester is found.
 ((is_root)) && chown -R postgres: "$scratch"

@@ -137,6 +137,23 @@ fi
 say "installing (make install)"
 build_step install make install
 
+# The release that test/t/016_upgrade.pl upgrades from (BACKFILL_UPGRADE_FROM in test/common.sh),
+# exported from the repository (the snapshot above has no .git) and built beside this tree, as
+# this tree is built; the test installs it into a private copy of the server's installation,
+# never into the machine's. test/on_postgresql.sh builds its own from the same export.
+say "building the release upgraded from, commit $BACKFILL_UPGRADE_FROM (for test/t/016_upgrade.pl)"
+old_tree="$work/backfill-upgrade-from"
+mkdir "$old_tree"
+if ! git -c safe.directory="$repo" -C "$repo" rev-parse -q --verify "$BACKFILL_UPGRADE_FROM^{commit}" \
+	>/dev/null; then
+	echo "run_all: commit $BACKFILL_UPGRADE_FROM (the release test/t/016_upgrade.pl upgrades from)" \
+		"is not in the repository: a shallow clone? (git fetch --unshallow)" >&2
+	finish 1
+fi
+git -c safe.directory="$repo" -C "$repo" archive "$BACKFILL_UPGRADE_FROM" | tar -C "$old_tree" -xf -
+build_step make-upgrade-from make -C "$old_tree" -j"$jobs"
+export BACKFILL_OLD_SOURCE=$old_tree BACKFILL_OLD_BUILD=$old_tree
+
 if ((is_root)); then
 	chown -R postgres: "$work"
 fi
