@@ -352,15 +352,13 @@ void Run::wait_until_quiet(const Task &task, double quiet_ms, double deadline) {
             return;
         if (txn::now_ms() >= deadline)
             throw pg::Failure(ERRCODE_OBJECT_IN_USE,  // not retried: swap_wait is the limit
-                              pg::fmt("partition %1% was written to during every rebuild for "
-                                      "swap_wait",
-                                      task.qualified()),
+                              "the partition was written to during every rebuild for swap_wait",
                               "It has no key to catch writes up by (or it was truncated), so a "
-                              "write during its build throws the build away.",
-                              "Give the partition a primary key (or a unique index over NOT NULL "
-                              "columns) that the source returns, so that writes are caught up by "
-                              "key; or resume the job when nothing writes into the partition "
-                              "(run_window picks the hours). The partition was left as it was.");
+                              "write during its build throws the build away. Give it a primary "
+                              "key (or a unique index over NOT NULL columns) that the source "
+                              "returns, so that writes are caught up by key, or resume the job "
+                              "when nothing writes into it (run_window picks the hours)",
+                              "The partition was left as it was.");
     }
 }
 
@@ -387,10 +385,11 @@ void Run::catch_up(const Task &task, const catch_up::Key &key, double since, dou
                               pg::fmt("the writes into partition %1% could not be caught up "
                                       "within swap_wait",
                                       task.qualified()),
-                              pg::fmt("The last %1%.", pace),
-                              "Resume the job when fewer writes come into the partition "
-                              "(run_window picks the hours), or raise swap_wait. The partition "
-                              "was left as it was.");
+                              pg::fmt("The last %1%. Resume the job when fewer writes come "
+                                      "into the partition (run_window picks the hours), or "
+                                      "raise swap_wait",
+                                      pace),
+                              "The partition was left as it was.");
         bool behind = previous >= 0 && keys >= previous;
         book([&] {
             control::set_waiting_on(id_, pg::fmt("catching up writes into %1%: %2%%3%",
@@ -426,11 +425,12 @@ double Run::catch_up_and_swap(const Task &task, const std::optional<catch_up::Ke
                                           "within swap_wait",
                                           task.qualified()),
                                   pg::fmt("%1% keys were written between the last round and the "
-                                          "swap's locks, more than the %2% it applies there.",
+                                          "swap's locks, more than the %2% it applies there. "
+                                          "Resume the job when fewer writes come into the "
+                                          "partition (run_window picks the hours), or raise "
+                                          "swap_wait",
                                           behind.keys(), catch_up::kMaxKeysUnderLock),
-                                  "Resume the job when fewer writes come into the partition "
-                                  "(run_window picks the hours), or raise swap_wait. The "
-                                  "partition was left as it was.");
+                                  "The partition was left as it was.");
         }
     }
 }
