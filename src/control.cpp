@@ -102,7 +102,11 @@ void require_sql_version() {
                           pg::fmt("the backfill extension in this database is version %1%, its "
                                   "library version %2%",
                                   installed, kSqlVersion),
-                          "The library was upgraded; the extension's SQL objects were not.",
+                          // in the detail: a job's last_error keeps the message and detail
+                          pg::fmt("The library was upgraded, the extension's SQL objects were "
+                                  "not: run ALTER EXTENSION backfill UPDATE TO '%1%' in this "
+                                  "database",
+                                  kSqlVersion),
                           pg::fmt("Run ALTER EXTENSION backfill UPDATE TO '%1%' in this "
                                   "database, then resume the paused jobs.",
                                   kSqlVersion));

@@ -5,8 +5,8 @@
 # held inside a task when the server is stopped (-m immediate), its shadow left behind. The
 # server is stopped, this tree's library and scripts are installed, the server is started:
 # before ALTER EXTENSION backfill UPDATE, no job runs (the launcher's worker pauses the held job,
-# a backfill_resume of the paused one pauses it again, both saying why in last_error, which
-# does not name the ALTER EXTENSION to run: a TODO test), and backfill_start,
+# a backfill_resume of the paused one pauses it again, both saying in last_error the ALTER
+# EXTENSION to run), and backfill_start,
 # backfill_plan and backfill_tasks refuse, naming the ALTER EXTENSION to run; writes into the
 # partition whose build was cut short still work. After the update the two jobs are resumed and
 # end done with the source's data, nothing of their interrupted builds left (shadow, write
@@ -301,12 +301,7 @@ ok( $node->poll_query_until(
 	"its worker leaves job $job_mid paused");
 my $last_error = $node->safe_psql('postgres', "SELECT last_error FROM backfill_status($job_mid)");
 like($last_error, $outdated, 'last_error says that the extension is older than the library');
-TODO:
-{
-	local $TODO = 'last_error is the message and detail of the refusal; its hint, which names '
-	  . 'the ALTER EXTENSION to run, is not in it (runner.cpp, cause_of)';
-	like($last_error, qr/\Q$update\E/, "last_error names $update");
-}
+like($last_error, qr/\Q$update\E/, "last_error names $update");
 ok($node->poll_query_until('postgres',
 		"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'backfill worker'", '0'),
 	'no backfill worker runs');
