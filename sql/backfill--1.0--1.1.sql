@@ -25,10 +25,11 @@ RETURNS TABLE (partition text, lower_bound text, upper_bound text, state text, a
                catch_up_key text, keys_caught_up bigint, catch_up_rounds int, rebuilds int)
 AS 'MODULE_PATHNAME', 'backfill_tasks' LANGUAGE C CALLED ON NULL INPUT STABLE;
 
--- backfill_plan, given the source, shows how writes into each partition would be handled.
+-- backfill_plan, given the source, shows how writes into each partition would be handled, and
+-- lists every problem that backfill_start would refuse (or a task would wait for).
 DROP FUNCTION backfill_plan(regclass, anycompatible, anycompatible);
 CREATE FUNCTION backfill_plan(target regclass, range_from anycompatible, range_to anycompatible,
                               source text DEFAULT NULL)
 RETURNS TABLE (partition regclass, lower_bound text, upper_bound text, estimated_rows bigint,
-               estimated_bytes bigint, concurrent_writes text)
+               estimated_bytes bigint, concurrent_writes text, problems text[])
 AS 'MODULE_PATHNAME', 'backfill_plan' LANGUAGE C CALLED ON NULL INPUT;

@@ -61,7 +61,8 @@ ALTER TABLE co_01 ADD CONSTRAINT co_01_one_id EXCLUDE USING btree (id WITH =)
 SET client_min_messages = error; -- no warning that wal_level is not logical
 CREATE PUBLICATION bf_co_cols FOR TABLE co_01 (day, id, amount) WHERE (id > 10 AND day <> '2024-01-05');
 CREATE PUBLICATION bf_co_plain FOR TABLE co_01;
-CREATE PUBLICATION bf_co_schema FOR TABLES IN SCHEMA public;
+CREATE SCHEMA bf_co_elsewhere;  -- a schema publication of the partitions' own schema would publish the shadows: refused
+CREATE PUBLICATION bf_co_schema FOR TABLES IN SCHEMA bf_co_elsewhere;
 SET client_min_messages = warning;
 CREATE TABLE co_src AS SELECT id, day, cust, amount + 1000 AS amount FROM co;
 
@@ -179,6 +180,7 @@ SELECT unnest(extconfig)::regclass AS dumped FROM pg_extension WHERE extname = '
 
 DROP TABLE co, co_src, co_cust, co_audit, co_probes;
 DROP PUBLICATION bf_co_cols, bf_co_plain, bf_co_schema;
+DROP SCHEMA bf_co_elsewhere;
 DROP TABLESPACE bf_co_space;
 DROP FUNCTION co_audit_row();
 DROP FUNCTION co_probe();

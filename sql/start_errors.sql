@@ -63,6 +63,27 @@ CREATE VIEW m_view AS SELECT * FROM m;   -- through the parent: fine
 CREATE PUBLICATION m_pub FOR TABLE m;
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src');
 DROP PUBLICATION m_pub;
+-- a FOR ALL TABLES publication would publish the shadows: ignore_publications cannot allow it
+CREATE PUBLICATION m_all FOR ALL TABLES;
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', ignore_publications => true);
+DROP PUBLICATION m_all;
+CREATE PUBLICATION m_schema FOR TABLES IN SCHEMA public;
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', ignore_publications => true);
+DROP PUBLICATION m_schema;
+
+-- backfill_plan lists every problem at once, on the partitions they concern, each with its fix;
+-- backfill_start refuses with the first and counts the others
+CREATE TABLE m_ref2 (id int, day date, CONSTRAINT m_ref2_fk FOREIGN KEY (id, day) REFERENCES m_01 (id, day));
+CREATE VIEW m_01_view AS SELECT * FROM m_01;
+CREATE PUBLICATION m_pub FOR TABLE m_02;
+SELECT partition, unnest(problems) AS problem
+  FROM backfill_plan('m', '2024-01-01', '2024-03-01', 'SELECT id, day, 1 AS extra FROM m_src')
+  ORDER BY 1, 2;
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src');
+DROP PUBLICATION m_pub;
+DROP VIEW m_01_view;
+DROP TABLE m_ref2;
+SELECT partition, problems FROM backfill_plan('m', '2024-01-01', '2024-03-01', 'm_src');
 
 -- the source
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'no_such_source');

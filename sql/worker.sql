@@ -50,6 +50,15 @@ ROLLBACK;
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT backfill_wait(1);
 ROLLBACK;
+-- nor where this session holds a lock the job's swap needs: the job could never swap
+SELECT backfill_start('w', '2024-01-01', '2024-04-01', 'w_fixed', background => false) AS job \gset
+SELECT backfill_wait(:job) = 'done' AND (SELECT count(*) FROM w) > 0;
+BEGIN;
+SELECT count(*) > 0 AS read_a_partition FROM w_02;
+SELECT backfill_wait(:job, '1s');
+ROLLBACK;
+SELECT backfill_wait(:job, '100ms');   -- in a transaction of its own it waits
+SELECT backfill_cancel(:job);
 
 -- a job that sleeps an hour between tasks: pause wakes and stops it at once, resume goes on
 SELECT backfill_start('w', '2024-01-01', '2024-04-01', 'w_fixed', pause => '1 hour') AS job \gset

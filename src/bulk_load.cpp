@@ -213,8 +213,21 @@ bool may_run_in_parallel(Query *select, Relation rel) {
     return max_parallel_hazard(checks) != PROPARALLEL_UNSAFE;
 }
 
+// The rewritten queries of `sql`, one statement whose $1 and $2 are of `types`.
+List *analyze(const char *sql, Oid *types) {
+    List *raw = pg_parse_query(sql);
+    if (list_length(raw) != 1)
+        return NIL;
+#if PG_VERSION_NUM >= 150000
+    return pg_analyze_and_rewrite_fixedparams(linitial_node(RawStmt, raw), sql, types, 2, NULL);
+#else
+    return pg_analyze_and_rewrite(linitial_node(RawStmt, raw), sql, types, 2, NULL);
+#endif
+}
+
 struct Request {
     const char *sql;
+    const char *reported;  // the text and query id statistics see
     Oid types[2];
     const char *bounds[2];
     bool bulk;  // out: the shadow took the bulk path
@@ -227,16 +240,7 @@ void load(Request *request) {
         AllocSetContextCreate(caller, "backfill bulk load", ALLOCSET_DEFAULT_SIZES);
     MemoryContextSwitchTo(context);
 
-    List *raw = pg_parse_query(request->sql);
-    List *queries = NIL;
-    if (list_length(raw) == 1)
-#if PG_VERSION_NUM >= 150000
-        queries = pg_analyze_and_rewrite_fixedparams(linitial_node(RawStmt, raw), request->sql,
-                                                     request->types, 2, NULL);
-#else
-        queries = pg_analyze_and_rewrite(linitial_node(RawStmt, raw), request->sql,
-                                         request->types, 2, NULL);
-#endif
+    List *queries = analyze(request->sql, request->types);
     Query *query = list_length(queries) == 1 ? linitial_node(Query, queries) : NULL;
     bool plain_insert = query && query->commandType == CMD_INSERT && !query->returningList &&
                         !query->onConflict && !query->withCheckOptions && !query->hasModifyingCTE;
@@ -262,6 +266,11 @@ void load(Request *request) {
                   ThereAreNoPriorRegisteredSnapshots() && ThereAreNoReadyPortals();
 
     make_select(query, rel);
+    // The id statistics file the statement under (set by parse analysis where a module asks).
+    List *reported = analyze(request->reported, request->types);
+    query->queryId = list_length(reported) == 1 ? linitial_node(Query, reported)->queryId : 0;
+    query->stmt_location = -1;  // the whole of the reported text, not a stretch of the INSERT's
+    query->stmt_len = 0;
     ParamListInfo params = makeParamList(2);
     for (int i = 0; i < 2; i++) {
         Oid input, ioparam;
@@ -300,7 +309,7 @@ void load(Request *request) {
     (void)GetCurrentTransactionId();  // a parallel query cannot assign it at the first write
     CommandCounterIncrement();  // as SPI does: the statement sees what this transaction did
     PushActiveSnapshot(GetTransactionSnapshot());
-    QueryDesc *run = CreateQueryDesc(plan, request->sql, GetActiveSnapshot(), InvalidSnapshot,
+    QueryDesc *run = CreateQueryDesc(plan, request->reported, GetActiveSnapshot(), InvalidSnapshot,
                                      &loader->receiver, params, NULL, 0);
     ExecutorStart(run, 0);
     ExecutorRun(run, ForwardScanDirection, 0, true);
@@ -322,9 +331,11 @@ void load(Request *request) {
 
 }  // namespace
 
-std::optional<uint64_t> insert_select(const std::string &insert, Oid type,
-                                      const std::string &lower, const std::string &upper) {
-    Request request{insert.c_str(), {type, type}, {lower.c_str(), upper.c_str()}, false, 0};
+std::optional<uint64_t> insert_select(const std::string &insert, const std::string &reported,
+                                      Oid type, const std::string &lower,
+                                      const std::string &upper) {
+    Request request{insert.c_str(), reported.c_str(), {type, type}, {lower.c_str(), upper.c_str()},
+                    false, 0};
     pg::call([&] { load(&request); });
     if (!request.bulk)
         return std::nullopt;

@@ -24,7 +24,10 @@ namespace bulk_load {
 // the current subtransaction. Returns the rows written, or nullopt (having done nothing) when
 // the shadow takes more than a plain heap insert (indexes, triggers, rules, row-level security,
 // another table access method): the caller then runs the INSERT as it is.
-std::optional<uint64_t> insert_select(const std::string &insert, Oid type,
-                                      const std::string &lower, const std::string &upper);
+// Statistics (pg_stat_statements) and EXPLAIN see it as `reported`, the SELECT it reads, the same
+// for every partition of a job: one entry however many partitions, not one per shadow.
+std::optional<uint64_t> insert_select(const std::string &insert, const std::string &reported,
+                                      Oid type, const std::string &lower,
+                                      const std::string &upper);
 
 }  // namespace bulk_load

@@ -32,8 +32,8 @@ void set_enabled(const std::string &table, const std::string &trigger, const std
     spi::exec("ALTER TABLE " + table + " " + mode + " TRIGGER " + ident(trigger));
 }
 
-// The partition's own triggers (not cloned from the parent, not internal, not ours), re-created
-// on the shadow with the same name and enabled state.
+// The partition's own triggers (not cloned from the parent, not internal, not ours, not another
+// tool's rewrite in progress), re-created on the shadow with the same name and enabled state.
 void copy_triggers(const std::string &oid, const std::string &partition,
                    const std::string &shadow) {
     spi::Result triggers = spi::exec(
@@ -41,7 +41,8 @@ void copy_triggers(const std::string &oid, const std::string &partition,
         "WHERE tgrelid = $1 AND NOT tgisinternal AND tgparentid = 0 "
         "AND tgfoid NOT IN (SELECT p.oid FROM pg_catalog.pg_proc p "
         "  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
-        "  WHERE n.nspname = 'backfill' AND p.proname IN ('note_write', 'note_key')) ORDER BY tgname",
+        "  WHERE n.nspname = 'backfill' AND p.proname IN ('note_write', 'note_key')) "
+        "AND tgfoid NOT IN (" + std::string(kToolTriggerFunctions) + ") ORDER BY tgname",
         {oid_of(oid)});
     for (const spi::Row &t : triggers.rows) {
         const std::string &definition = *t[1];

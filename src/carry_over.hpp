@@ -9,11 +9,20 @@
 
 namespace carry_over {
 
+// SQL that lists the trigger functions of another tool's rewrite in progress (pg_repack's): a
+// trigger calling one belongs to that run. It is never copied to a new partition, and a task
+// waits while one is on its partition.
+constexpr const char *kToolTriggerFunctions =
+    "SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
+    "ON n.oid OPERATOR(pg_catalog.=) p.pronamespace "
+    "WHERE n.nspname OPERATOR(pg_catalog.=) 'repack' "
+    "AND p.proname OPERATOR(pg_catalog.=) 'repack_trigger'";
+
 // The partition's table privileges (those not its owner's), granted on the shadow.
 void table_grants(const std::string &partition_oid, const std::string &shadow);
 
 // After the load, so that none of it gets in the way of the load: the partition's own triggers
-// (with their enabled state), row-level security and policies, comment, column statistics
+// (with their enabled state; not backfill's, not another tool's rewrite in progress), row-level security and policies, comment, column statistics
 // targets and column grants.
 void after_load(const std::string &partition_oid, const std::string &partition,
                 const std::string &shadow);

@@ -182,8 +182,8 @@ Job load_job(int64 id) {
         "background, run_as::oid, login_role::oid, search_path, state, interrupted, workers, "
         "rolling_back, max_rows_per_second, extract(epoch FROM max_replication_lag) * 1000, "
         "run_window, throttle_query, floor(extract(epoch FROM created_at))::bigint, "
-        "(extract(epoch FROM created_at) * 1000000)::bigint % 1000000, time_zone, date_style "
-        "FROM backfill.jobs WHERE id = $1",
+        "(extract(epoch FROM created_at) * 1000000)::bigint % 1000000, time_zone, date_style, "
+        "ignore_publications FROM backfill.jobs WHERE id = $1",
         {spi::bigint_param(id)});
     if (r.rows.empty())
         throw pg::Failure(ERRCODE_UNDEFINED_OBJECT, pg::fmt("backfill job %1% does not exist", id),
@@ -222,6 +222,7 @@ Job load_job(int64 id) {
     job.created_us = (uint32)std::stoll(*row[27]);
     job.time_zone = *row[28];
     job.date_style = *row[29];
+    job.ignore_publications = to_bool(row[30]);
     return job;
 }
 
@@ -310,6 +311,11 @@ void task_pending(const Task &task, const spi::Text &error) {
 void task_failed(const Task &task, const std::string &error) {
     update_task(task, "state = 'failed', phase = NULL, error = $3, finished_at = clock_timestamp()",
                 {spi::text_param(error)});
+}
+
+void task_skipped(const Task &task, const std::string &why) {
+    update_task(task, "state = 'skipped', phase = NULL, error = $3, finished_at = clock_timestamp()",
+                {spi::text_param(why)});
 }
 
 void task_done(const Task &task, const std::string &old_name, double swap_lock_ms) {

@@ -39,6 +39,7 @@ struct Job {
     std::string lock_timeout;
     double swap_wait_ms = 0;
     bool detect_writes = true;  // concurrent_writes = retry
+    bool ignore_publications = false;
     bool background = true;
     Oid run_as = InvalidOid, login_role = InvalidOid;
     std::string search_path, time_zone, date_style;  // the caller's, at start
@@ -93,6 +94,7 @@ void task_phase(const Task &task, const std::string &phase);
 void task_shadow(const Task &task, const spi::Text &shadow_name);
 void task_pending(const Task &task, const spi::Text &error);
 void task_failed(const Task &task, const std::string &error);
+void task_skipped(const Task &task, const std::string &why);
 void task_done(const Task &task, const std::string &old_name, double swap_lock_ms);
 // The replaced partition is dropped (or kept); swap_lock_ms < 0 leaves the recorded time as is.
 void task_old_retired(const Task &task, double swap_lock_ms, bool kept);

@@ -16,6 +16,14 @@ using Settings = std::vector<std::pair<std::string, std::string>>;
 int push(const Settings &settings);
 void pop(int level);
 
+// pg_stat_statements.track: a job's steps run with it off, so that the names of a task's own
+// objects (shadow, trigger, index) add no entries; the load alone is tracked, as the server
+// tracks statements, under one entry per source. Set only where pg_stat_statements is loaded;
+// superuser-only, it is ours to scope since it changes only what is recorded of our statements.
+constexpr const char *kStatementTracking = "pg_stat_statements.track";
+Settings untracked();       // tracking off
+Settings tracked();         // tracking as the server (or the role's defaults) sets it
+
 // Settings every statement of ours runs under: canonical date output and no name lookup that a
 // caller's search_path could redirect.
 const Settings &canonical();

@@ -4,6 +4,7 @@
 
 #include "pg_bridge.hpp"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,8 +41,24 @@ struct Bound {
 // what is wrong and what to do. Runs in the caller's session, so bounds convert in its TimeZone.
 Target resolve(Oid target, const Bound &from, const Bound &to);
 
-// Refusals that only matter for a real start: the default partition, foreign keys pointing at the
-// target, objects that depend on a partition, publications, ownership of each partition.
+// What keeps a job from replacing a partition, or the target as a whole, with the fix.
+struct Problem {
+    std::optional<Oid> partition;  // none: the target as a whole
+    pg::Failure failure;           // what, why (detail) and the fix (hint)
+    bool passes;                   // another tool's work in progress: a task waits for its end
+};
+
+// Every problem of a job on `target`, in one pass: ownership and rights, the default partition,
+// foreign keys pointing at the target, objects that depend on a partition, publications, another
+// tool rewriting a partition. The start refuses all but those that pass; each task checks its
+// partition again and waits while one remains; backfill_plan lists them all.
+std::vector<Problem> problems(const Target &target, Oid run_as, bool ignore_publications);
+
+// Another tool rewriting the partition now (pg_repack), as problems() finds it, or a pg_repack
+// run in the database that may be about to: checked again under the swap's locks.
+std::optional<pg::Failure> tool_at_work(Oid partition);
+
+// Throws the first problem that does not pass (saying how many more there are).
 void check_startable(const Target &target, Oid run_as, bool ignore_publications);
 
 }  // namespace plan

@@ -33,8 +33,9 @@ constexpr int kMaxAttempts = 3;           // tries of a task that fails for a pa
 constexpr double kMaxBackoffMs = 5000;    // longest sleep between lock attempts
 constexpr double kFirstQuietMs = 1000;    // a rebuild waits for the partition to be this quiet,
 constexpr double kMaxQuietMs = 60000;     // twice as long after each rebuild, up to this
+constexpr double kSlowRoundShare = 0.5;   // a catch-up round this share of the build is slow
 
-enum class Outcome { done, failed, stopped };
+enum class Outcome { done, skipped, failed, stopped };
 
 // Why a step failed: its SQLSTATE and message (with detail) for the task's error column.
 struct Cause {
@@ -100,7 +101,9 @@ private:
 
     // Bookkeeping: a step of our own, committed at once.
     void book(const std::function<void()> &body) {
-        txn::in_subtransaction(session_user_, guc::canonical(), body);
+        guc::Settings settings = guc::canonical();
+        settings.push_back(guc::untracked().front());
+        txn::in_subtransaction(session_user_, settings, body);
         txn::commit();
     }
 
@@ -110,6 +113,7 @@ private:
         guc::Settings settings = guc::canonical();
         settings.push_back({"row_security", "off"});
         settings.push_back({"statement_timeout", "0"});
+        settings.push_back(guc::untracked().front());  // the load is tracked (task.cpp)
         settings.push_back({"lock_timeout", lock_timeout ? job_.lock_timeout : "0"});
         if (user_settings) {  // for the user's SQL: the caller's settings at start
             settings.push_back({"search_path", job_.search_path});
@@ -147,7 +151,8 @@ private:
     std::string blockers();
     void load(const Task &task);
     void wait_until_quiet(const Task &task, double quiet_ms, double deadline);
-    void catch_up(const Task &task, const catch_up::Key &key, double since, double deadline);
+    void catch_up(const Task &task, const catch_up::Key &key, double since, double build_ms,
+                  double deadline);
     double catch_up_and_swap(const Task &task, const std::optional<catch_up::Key> &key,
                              double load_started, bool &swapped);
     Outcome run_task(const Task &task);
@@ -155,6 +160,9 @@ private:
     void recover();
     void retire_replaced(const std::vector<Task> &tasks);
     bool clean_up(const Task &task);
+    bool partition_present(const Task &task);
+    void wait_until_replaceable(const Task &task);
+    Outcome skip(const Task &task);
     bool claim_slot();
     void release_slot();
     bool join_pool();
@@ -245,12 +253,14 @@ void Run::throttle_step() {
         throw pg::Failure(ERRCODE_QUERY_CANCELED, "the job was stopped while it waited");
 }
 
-// Who holds locks on the target or its partitions, for waiting_on and error messages.
+// Who holds locks on the target or its partitions, for waiting_on and error messages; a tool
+// known to rewrite tables (pg_repack) is named.
 std::string Run::blockers() {
     spi::Text who;
     book([&] {
         who = spi::scalar(
-            "SELECT pg_catalog.string_agg(pg_catalog.format('pid %s (%s)', a.pid, "
+            "SELECT pg_catalog.string_agg(pg_catalog.format('pid %s%s (%s)', a.pid, "
+            "       CASE WHEN a.application_name = 'pg_repack' THEN ' [pg_repack]' ELSE '' END, "
             "       pg_catalog.left(pg_catalog.regexp_replace(a.query, '\\s+', ' ', 'g'), 60)), "
             "       ', ') "
             "FROM pg_catalog.pg_stat_activity a WHERE a.pid IN ("
@@ -293,12 +303,27 @@ double Run::lock_attempts(const std::string &what, const std::function<void()> &
     double backoff = 100;
     for (;;) {
         double attempt = txn::now_ms();
+        std::optional<task::ToolAtWork> busy;
         try {
             task_step(body, false, true);
             return txn::now_ms() - attempt;
         } catch (const pg::Error &e) {
             if (e.sqlstate() != ERRCODE_LOCK_NOT_AVAILABLE)
                 throw;
+        } catch (const task::ToolAtWork &tool) {
+            busy = tool;
+        }
+        if (busy && txn::now_ms() - started >= job_.swap_wait_ms)
+            throw pg::Failure(ERRCODE_OBJECT_IN_USE,  // not retried: swap_wait is the limit
+                              pg::fmt("%1% for swap_wait", busy->what()), busy->detail(),
+                              "The partition was left as it was. Resume the job when the tool "
+                              "is done, or raise swap_wait.");
+        if (busy) {
+            shown = true;
+            if (!sleep(backoff, busy->what(), false))
+                throw pg::Failure(ERRCODE_QUERY_CANCELED, "the job was stopped while it waited");
+            backoff = std::min(backoff * 2, kMaxBackoffMs);
+            continue;
         }
         std::string holders = blockers();
         if (txn::now_ms() - started >= job_.swap_wait_ms)
@@ -363,9 +388,11 @@ void Run::wait_until_quiet(const Task &task, double quiet_ms, double deadline) {
 }
 
 // Rounds of catching up the keys written into the partition, until one is small. Says in
-// waiting_on what it does; fails after `deadline` when the writes come faster than it applies
-// them. `since` is when the keys of the first round began to be logged.
-void Run::catch_up(const Task &task, const catch_up::Key &key, double since, double deadline) {
+// waiting_on what it does, and when a round costs a large share of what the build took; fails
+// after `deadline` when the writes come faster than it applies them. `since` is when the keys of
+// the first round began to be logged; build_ms is how long the load and the indexes took.
+void Run::catch_up(const Task &task, const catch_up::Key &key, double since, double build_ms,
+                   double deadline) {
     bool shown = false;
     int64 previous = -1;
     for (int round = 1;; round++) {
@@ -380,6 +407,17 @@ void Run::catch_up(const Task &task, const catch_up::Key &key, double since, dou
         std::string pace = pg::fmt("round %1% applied %2% keys in %3% ms; writes came at about "
                                    "%4% keys a second",
                                    round, keys, (int64)took, (int64)rate);
+        bool behind = previous >= 0 && keys >= previous;
+        std::string slow;
+        if (took > build_ms * kSlowRoundShare)
+            slow = pg::fmt("; a round takes %1%%% of the time the build took (%2% ms)",
+                           (int64)(100 * took / std::max(build_ms, 1.0)), (int64)build_ms);
+        book([&] {
+            control::set_waiting_on(id_, pg::fmt("catching up writes into %1%: %2%%3%%4%",
+                                                 task.qualified(), pace,
+                                                 behind ? " (falling behind)" : "", slow));
+        });
+        shown = true;
         if (txn::now_ms() >= deadline)
             throw pg::Failure(ERRCODE_OBJECT_IN_USE,  // not retried: swap_wait is the limit
                               pg::fmt("the writes into partition %1% could not be caught up "
@@ -390,13 +428,6 @@ void Run::catch_up(const Task &task, const catch_up::Key &key, double since, dou
                                       "raise swap_wait",
                                       pace),
                               "The partition was left as it was.");
-        bool behind = previous >= 0 && keys >= previous;
-        book([&] {
-            control::set_waiting_on(id_, pg::fmt("catching up writes into %1%: %2%%3%",
-                                                 task.qualified(), pace,
-                                                 behind ? " (falling behind)" : ""));
-        });
-        shown = true;
         previous = keys;
         since = started;
     }
@@ -410,9 +441,10 @@ double Run::catch_up_and_swap(const Task &task, const std::optional<catch_up::Ke
                               double load_started, bool &swapped) {
     double deadline = txn::now_ms() + job_.swap_wait_ms;
     double since = load_started;
+    double build_ms = txn::now_ms() - load_started;
     for (;;) {
         if (key)
-            catch_up(task, *key, since, deadline);
+            catch_up(task, *key, since, build_ms, deadline);
         since = txn::now_ms();
         report(pg::fmt("backfill job %1%: swapping %2%", id_, task.qualified()));
         try {
@@ -460,11 +492,16 @@ Outcome Run::run_task_attempts(Task task) {
     int rebuilds = 0;            // builds a write threw away
     double rebuild_deadline = 0;  // set by the first: rebuilds go on for up to swap_wait
     for (int attempt = 1;; attempt++) {
+        if (!partition_present(task)) {
+            clean_up(task);  // an interrupted attempt's shadow, if any
+            return skip(task);
+        }
         if (attempt > 1 || rebuilds > 0)
             book([&] { control::task_running(task); });
         bool swapped = false;
         std::exception_ptr error;
         try {
+            wait_until_replaceable(task);
             catch_up::Mode mode;
             task_step([&] { mode = task::writes_mode(job_, task); }, true);
             report(pg::fmt("backfill job %1%: building the shadow of %2%", id_, task.qualified()));
@@ -497,6 +534,10 @@ Outcome Run::run_task_attempts(Task task) {
                                 "%3%; it is dropped before the job ends",
                                 id_, task.qualified(), cause.text));
             return Outcome::done;
+        }
+        if (!partition_present(task)) {  // dropped while it was built: nothing to replace
+            clean_up(task);
+            return skip(task);
         }
         bool written = false;
         try {
@@ -544,6 +585,44 @@ Outcome Run::run_task_attempts(Task task) {
 // Undoes what a task that did not finish left: its shadow, then its triggers on the partition.
 // Returns false when a session held the partition for all of swap_wait: the triggers (which
 // only note writes) then stay until the job is resumed or cancelled.
+// The start's checks, again on this partition before its task: waits while one fails (an object
+// bound to it since, another tool rewriting it), saying which in waiting_on; fails after
+// swap_wait with that check's message.
+void Run::wait_until_replaceable(const Task &task) {
+    double started = txn::now_ms();
+    double backoff = kFirstQuietMs;
+    bool shown = false;
+    for (;;) {
+        std::optional<pg::Failure> problem;
+        task_step([&] { problem = task::blocking_problem(job_, task); });
+        if (!problem)
+            break;
+        if (txn::now_ms() - started >= job_.swap_wait_ms)
+            throw pg::Failure(problem->sqlstate(), pg::fmt("%1% (for swap_wait)", problem->what()), problem->detail(),
+                              problem->hint() + " Then resume the job.");
+        shown = true;
+        if (!sleep(backoff, pg::fmt("before %1%: %2%", task.qualified(), problem->what()), false))
+            throw pg::Failure(ERRCODE_QUERY_CANCELED, "the job was stopped while it waited");
+        backoff = std::min(backoff * 2, kMaxQuietMs / 2);
+    }
+    if (shown)
+        book([&] { control::set_waiting_on(id_, std::nullopt); });
+}
+
+bool Run::partition_present(const Task &task) {
+    bool present = false;
+    task_step([&] { present = task::partition_present(job_, task); });
+    return present;
+}
+
+// A task whose partition retention took away: the job goes on with the others.
+Outcome Run::skip(const Task &task) {
+    std::string note = task::missing_partition_note(task);
+    log_warning(pg::fmt("backfill job %1%: %2%", id_, note));
+    book([&] { control::task_skipped(task, note); });
+    return Outcome::skipped;
+}
+
 bool Run::clean_up(const Task &task) {
     try {
         task_step([&] { task::drop_shadow(task); });

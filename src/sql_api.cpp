@@ -107,6 +107,29 @@ std::string writes_mode_text(Oid partition, const std::string &select, Oid key_t
            "read by it (give the source to know)";
 }
 
+// One problem for backfill_plan: what is wrong, then what to do.
+std::string problem_text(const pg::Failure &f) {
+    std::string text = f.what();
+    if (!f.hint().empty())
+        text += ". " + f.hint();
+    return text;
+}
+
+// A text[] literal of `items`, each quoted.
+std::string text_array(const std::vector<std::string> &items) {
+    std::string out = "{";
+    for (const std::string &item : items) {
+        out += (out.size() > 1 ? ",\"" : "\"");
+        for (char c : item) {
+            if (c == '"' || c == '\\')
+                out += '\\';
+            out += c;
+        }
+        out += '"';
+    }
+    return out + "}";
+}
+
 // Says in a NOTICE which partitions a write during their build would make rebuild, and why.
 void notice_rebuilt_partitions(const plan::Target &target, const std::string &select) {
     std::vector<std::pair<std::string, std::string>> reasons;  // why, the partitions
@@ -139,6 +162,42 @@ void notice_rebuilt_partitions(const plan::Target &target, const std::string &se
                  errhint("backfill_plan(target, from, to, source) shows each partition's mode. "
                          "A rebuild waits until nothing writes into the partition.")));
     });
+}
+
+// A lock this session holds on the target or a partition still to swap would block the job's
+// swap until the session ends, and so the wait itself: refused at once, naming the lock.
+void refuse_locks_the_swap_needs(int64 id) {
+    control::Job job = control::load_job(id);
+    if (is_terminal(job.state))
+        return;
+    std::string oids = "{" + std::to_string(job.target);
+    for (const control::Task &t : control::load_tasks(id)) {
+        if (t.state != "pending" && t.state != "running")
+            continue;
+        spi::Text oid = spi::scalar("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid::text",
+                                    {spi::text_param(t.qualified())});
+        if (oid)
+            oids += "," + *oid;
+    }
+    oids += "}";
+    spi::Result held = spi::exec(
+        "SELECT l.relation::pg_catalog.regclass::text, l.mode FROM pg_catalog.pg_locks l "
+        "WHERE l.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() AND l.granted "
+        "AND l.locktype OPERATOR(pg_catalog.=) 'relation' "
+        "AND l.relation OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.oid[]) "
+        "ORDER BY l.relation OPERATOR(pg_catalog.<>) $2, 1 LIMIT 1",
+        {spi::text_param(oids), spi::oid_param(job.target)});
+    if (held.rows.empty())
+        return;
+    throw pg::Failure(ERRCODE_INVALID_TRANSACTION_STATE,
+                      pg::fmt("backfill_wait would block backfill job %1%: this transaction holds "
+                              "%2% on %3%",
+                              id, *held.rows[0][1], *held.rows[0][0]),
+                      "Each swap takes an ACCESS EXCLUSIVE lock on the target and its partition, "
+                      "and a lock stays held until the transaction that took it ends: the job "
+                      "could not swap while this wait runs, and would fail after swap_wait.",
+                      "Wait in a transaction of its own that has not read the table (COMMIT "
+                      "first, or read the table after the wait, in another statement).");
 }
 
 // A relation already under a name a task will give (its shadow, the replaced partition) would
@@ -301,20 +360,41 @@ Datum backfill_plan(PG_FUNCTION_ARGS) {
                           {args.datum(2), args.type(2), args.null(2)});
         spi::Text source = args.null(3) ? std::nullopt : args.text(3);
         std::string select;
+        std::vector<std::string> of_target;  // the problems of the whole job, on every row
         if (source) {  // read with the caller's search_path, as backfill_start reads it
-            bool is_query = false;
-            std::string normalized = source::normalize(*source, is_query);
-            select = source::select_for_partition(normalized, is_query, target.key_column);
+            try {
+                bool is_query = false;
+                std::string normalized = source::normalize(*source, is_query);
+                select = source::select_for_partition(normalized, is_query, target.key_column);
+                source::check_columns(source::describe(select, target.key_type), target.oid,
+                                      target.qualified(), target.key_column);
+            } catch (const pg::Failure &f) {
+                of_target.push_back(problem_text(f));
+                select.clear();
+            }
         }
+        Oid run_as = InvalidOid;
+        pg::call([&] { run_as = GetUserId(); });
+        int level = guc::push(guc::canonical());
+        std::vector<plan::Problem> found = plan::problems(target, run_as, false);
+        guc::pop(level);
+        for (const plan::Problem &problem : found)
+            if (!problem.partition)
+                of_target.push_back(problem_text(problem.failure));
         std::vector<spi::Row> rows;
         for (const plan::Partition &p : target.partitions) {
             std::string writes = writes_mode_text(p.oid, select, target.key_type);
-            int level = guc::push(guc::canonical());
+            level = guc::push(guc::canonical());
             spi::Text bytes = spi::scalar("SELECT pg_catalog.pg_total_relation_size($1)",
                                           {spi::oid_param(p.oid)});
             guc::pop(level);
+            std::vector<std::string> problems = of_target;
+            for (const plan::Problem &problem : found)
+                if (problem.partition == p.oid)
+                    problems.push_back(problem_text(problem.failure));
             rows.push_back({std::to_string(p.oid), p.lower, p.upper,
-                            std::to_string(p.estimated_rows), bytes, writes});
+                            std::to_string(p.estimated_rows), bytes, writes,
+                            text_array(problems)});
         }
         result_set::materialize(fcinfo, rows);
         spi::finish();
@@ -406,6 +486,7 @@ Datum backfill_wait(PG_FUNCTION_ARGS) {
                                   pg::fmt("backfill job %1% was started in this transaction", id),
                                   "Its worker starts only when this transaction commits.",
                                   "COMMIT first, then wait.");
+            refuse_locks_the_swap_needs(id);
             double deadline = timeout_ms ? txn::now_ms() + *timeout_ms : 0;
             for (;;) {
                 // A cancelled job is over once its runner has cleaned up and let go of it.

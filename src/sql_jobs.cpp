@@ -112,6 +112,30 @@ void revive(const control::Job &job, const std::function<void()> &make_pending, 
         launch::start_worker_at_commit(job.id, database, job.login_role);
 }
 
+// Marks skipped the tasks not yet done whose partition retention took away since the job
+// started, and says which in a NOTICE: the job goes on with the others.
+void skip_missing_partitions(const control::Job &job) {
+    std::string names;
+    int skipped = 0;
+    for (const control::Task &t : control::load_tasks(job.id)) {
+        if ((t.state != "pending" && t.state != "failed") || task::partition_present(job, t))
+            continue;
+        control::task_skipped(t, task::missing_partition_note(t));
+        names += (names.empty() ? "" : ", ") + t.qualified();
+        skipped++;
+    }
+    if (skipped > 0)
+        pg::call([&] {
+            ereport(NOTICE,
+                    (errmsg("backfill job %lld skips %d partitions that are no longer in %s: %s",
+                            (long long)job.id, skipped, job.target_name.c_str(), names.c_str()),
+                     errdetail("They were dropped, renamed or detached after the job started "
+                               "(retention, for example)."),
+                     errhint("backfill_tasks(job) shows them as skipped; the other partitions "
+                             "are done as planned.")));
+        });
+}
+
 }  // namespace
 
 extern "C" {
@@ -154,6 +178,7 @@ Datum backfill_resume(PG_FUNCTION_ARGS) {
                                   pg::fmt("backfill job %1% is %2%; there is nothing to resume",
                                           id, job.state),
                                   "", "Start a new job with backfill_start.");
+            skip_missing_partitions(job);
             revive(job, [&] { control::resume_job(id); }, job.workers);
             return (Datum)0;
         });

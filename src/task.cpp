@@ -4,6 +4,7 @@
 #include "bulk_load.hpp"
 #include "carry_over.hpp"
 #include "guc.hpp"
+#include "plan.hpp"
 #include "source.hpp"
 #include "spi.hpp"
 #include "throttle.hpp"
@@ -57,14 +58,22 @@ bool is_partition(const std::string &oid) {
         .has_value();
 }
 
-// The partition a task replaces, checked to still be a partition of the job's target.
-std::string partition_oid(const Job &job, const Task &t) {
+// The partition a task replaces, if it is still a partition of the job's target.
+spi::Text present_oid(const Job &job, const Task &t) {
     spi::Text oid = relation_oid(t.qualified());
     spi::Text parent =
         oid ? spi::scalar("SELECT inhparent::text FROM pg_catalog.pg_inherits WHERE inhrelid = $1",
                           {spi::oid_param((Oid)std::stoul(*oid))})
             : std::nullopt;
     if (!oid || !parent || (Oid)std::stoul(*parent) != job.target)
+        return std::nullopt;
+    return oid;
+}
+
+// The partition a task replaces, checked to still be a partition of the job's target.
+std::string partition_oid(const Job &job, const Task &t) {
+    spi::Text oid = present_oid(job, t);
+    if (!oid)
         throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                           pg::fmt("partition %1% of %2% no longer exists", t.qualified(),
                                   job.target_name),
@@ -132,6 +141,37 @@ std::string fit_name(const std::string &base, const std::string &suffix) {
 }  // namespace
 
 std::string shadow_name(const Task &t) { return "bf_shadow_" + task_tag(t); }
+
+bool partition_present(const Job &job, const Task &t) { return present_oid(job, t).has_value(); }
+
+std::optional<pg::Failure> blocking_problem(const Job &job, const Task &t) {
+    spi::Row names = spi::exec("SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+                               "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                               "WHERE c.oid = $1",
+                               {spi::oid_param(job.target)})
+                         .rows.at(0);
+    plan::Target target;
+    target.oid = job.target;
+    target.schema = *names[0];
+    target.name = *names[1];
+    target.key_column = job.key_column;
+    target.key_type = job.key_type;
+    target.range_from = t.lower;
+    target.range_to = t.upper;
+    plan::Partition partition{(Oid)std::stoul(partition_oid(job, t)), t.schema, t.name, t.lower,
+                              t.upper, 0, 0};
+    target.partitions = {partition};
+    std::vector<plan::Problem> found = plan::problems(target, job.run_as, job.ignore_publications);
+    if (found.empty())
+        return std::nullopt;
+    return found.front().failure;
+}
+
+std::string missing_partition_note(const Task &t) {
+    return pg::fmt("skipped: partition %1% was dropped, renamed or detached after the job "
+                   "started",
+                   t.qualified());
+}
 
 std::string write_trigger_names(const Task &t) {
     return write_trigger(t) + " and " + truncate_trigger(t);
@@ -253,9 +293,10 @@ void load_shadow(const Job &job, const Task &t) {
     // Emptied in this step, the shadow can take its rows the way COPY FREEZE writes them.
     spi::exec("TRUNCATE ONLY " + shadow);
     uint64 rows_after = 0;
+    int tracked = guc::push(guc::tracked());
     try {
         std::optional<uint64_t> bulk =
-            bulk_load::insert_select(insert, job.key_type, t.lower, t.upper);
+            bulk_load::insert_select(insert, select, job.key_type, t.lower, t.upper);
         rows_after = bulk ? *bulk
                           : spi::exec_with_bounds(insert, job.key_type, t.lower, t.upper).processed;
     } catch (const pg::Error &e) {
@@ -270,6 +311,7 @@ void load_shadow(const Job &job, const Task &t) {
                           "A query source must return only rows with $1 <= key < $2; filter "
                           "it on the partition key. The partition was left as it was.");
     }
+    guc::pop(tracked);
     guc::pop(level);
     level = guc::push(guc::canonical());
     control::as_owner([&] {
@@ -415,6 +457,9 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
     // partition, so a write straight into it could land after the checks.)
     spi::exec("LOCK TABLE ONLY " + target + " IN ACCESS EXCLUSIVE MODE");
     spi::exec("LOCK TABLE ONLY " + t.qualified() + " IN ACCESS EXCLUSIVE MODE");
+    // Swapped underneath pg_repack, the partition would keep its trigger, or make it fail.
+    if (std::optional<pg::Failure> busy = plan::tool_at_work((Oid)std::stoul(oid)))
+        throw ToolAtWork(*busy);
     if (check_writes && control::has_writes(t))
         throw WrittenDuringBuild(ERRCODE_T_R_SERIALIZATION_FAILURE,
                                  "the partition was written to while its shadow was built, in "

@@ -19,11 +19,28 @@ std::string shadow_name(const control::Task &task);
 std::string kept_name(const control::Task &task);
 std::string write_trigger_names(const control::Task &task);  // for messages
 
+// Whether the task's partition is still a partition of the job's target: retention (a DROP, or
+// a DETACH) may take it away while the job runs. Such a task is skipped.
+bool partition_present(const control::Job &job, const control::Task &task);
+// What a skipped task's error column says of its missing partition.
+std::string missing_partition_note(const control::Task &task);
+
+// The first problem that keeps the task from replacing its partition now (the start's checks,
+// on this partition: objects bound to it since, a publication, another tool rewriting it), or
+// nullopt. Each one passes once the DBA or the tool is done.
+std::optional<pg::Failure> blocking_problem(const control::Job &job, const control::Task &task);
+
 // A write into the partition during its build that cannot be caught up by key (a partition
 // without one, a TRUNCATE): the build is thrown away.
 class WrittenDuringBuild : public pg::Failure {
 public:
     using pg::Failure::Failure;
+};
+
+// Another tool rewrites the partition (found under the swap's locks): the swap waits for it.
+class ToolAtWork : public pg::Failure {
+public:
+    explicit ToolAtWork(const pg::Failure &f) : pg::Failure(f) {}
 };
 
 // Before step 1: how writes into the partition during the build are handled, recorded in the

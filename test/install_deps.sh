@@ -14,12 +14,16 @@ export PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}"
 #   libipc-run-perl: PostgreSQL::Test::Cluster runs commands through IPC::Run.
 #   util-linux: runuser, to run servers as the postgres OS user (initdb refuses root).
 #   postgresql-cron: pg_cron, which test/t/008_pg_cron.pl schedules CALL backfill_run with.
+#   postgresql-repack: pg_repack, which test/t/018_pg_repack.pl runs beside jobs.
+#   postgresql-partman: pg_partman, whose retention test/t/021_pg_partman.pl runs beside a job.
 #   patchelf: test/on_postgresql.sh points PostgreSQL 13's and 17's programs at their libraries.
 PACKAGES=(
 	"postgresql-${PG_MAJOR}"
 	"postgresql-server-dev-${PG_MAJOR}"
 	"postgresql-client-${PG_MAJOR}"
 	"postgresql-${PG_MAJOR}-cron"
+	"postgresql-${PG_MAJOR}-repack"
+	"postgresql-${PG_MAJOR}-partman"
 	libboost-dev
 	libkrb5-dev
 	libipc-run-perl
@@ -50,6 +54,9 @@ check_installed() {
 			missing+=("pg_isolation_regress (postgresql-client-${PG_MAJOR})")
 		[[ -f "$incdir/postgres.h" ]] || missing+=("postgres.h (postgresql-server-dev-${PG_MAJOR})")
 		[[ -f "$pkglibdir/pg_cron.so" ]] || missing+=("pg_cron.so (postgresql-${PG_MAJOR}-cron)")
+		[[ -x "$bindir/pg_repack" ]] || missing+=("$bindir/pg_repack (postgresql-${PG_MAJOR}-repack)")
+		[[ -f "$(pg_config --sharedir)/extension/pg_partman.control" ]] ||
+			missing+=("pg_partman (postgresql-${PG_MAJOR}-partman)")
 	fi
 	[[ -f /usr/include/gssapi/gssapi.h ]] || missing+=("gssapi/gssapi.h (libkrb5-dev)")
 	[[ -d /usr/include/boost ]] || missing+=("boost headers (libboost-dev)")

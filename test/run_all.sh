@@ -10,7 +10,8 @@
 #      suites and the TAP tests again on each (test/on_postgresql.sh)
 # It works on a snapshot of the tree in a temporary directory owned by postgres, so the checkout
 # is never chowned or written to by the tests, and edits made while it runs do not leak in.
-# The last line it prints is "N passed, M failed"; it exits non-zero unless everything passed.
+# The last line it prints is "N passed, M failed, K skipped" (a test skips itself, saying how to
+# enable it, only where a tool it needs is not installed); it exits non-zero unless none failed.
 #
 # Environment: RUN_ALL_PART_TIMEOUT (seconds per test part, default 900),
 #              RUN_ALL_KEEP=1 keeps the temporary directory even when everything passed.
@@ -87,11 +88,12 @@ total=$((2 * ${#regress_tests[@]} + ${#isolation_tests[@]} + ${#tap_tests[@]}
 	+ other_version_tests))
 passed=0
 failed=0
+skipped=0
 overall_rc=0
 
 # Prints the summary and ends the run; tests that could not run count as failed.
 finish() {
-	local not_run=$((total - passed - failed))
+	local not_run=$((total - passed - failed - skipped))
 	((not_run > 0)) && failed=$((failed + not_run))
 	if ((failed == 0 && ${1:-0} == 0)); then
 		status=0
@@ -100,7 +102,7 @@ finish() {
 		echo "run_all: test tree kept in $work"
 	fi
 	echo
-	echo "${passed} passed, ${failed} failed"
+	echo "${passed} passed, ${failed} failed, ${skipped} skipped"
 	summary_printed=1
 	exit "$status"
 }
@@ -185,11 +187,13 @@ run_part() {
 # pg_regress and the isolation tester print one "test NAME ... ok|FAILED" line per test (from
 # PostgreSQL 16 on, pg_regress prints "ok N - NAME" or "not ok N - NAME").
 count_regress_style() {
-	local log=$1 ok bad
+	local log=$1 ok bad skip
 	ok=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. +ok|^ok [0-9]+ +- ' "$log" || true)
 	bad=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. +(FAILED|failed)|^not ok [0-9]+ +- ' "$log" || true)
+	skip=$(grep -cE '^(test| ) *[^ ]+ +\.\.\. +skipped' "$log" || true)
 	passed=$((passed + ok))
 	failed=$((failed + bad))
+	skipped=$((skipped + skip))
 }
 
 if ((${#regress_tests[@]})); then
@@ -228,28 +232,38 @@ if ((${#isolation_tests[@]})); then
 	fi
 fi
 
-# A TAP file failed if prove's summary report lists it, or if prove skipped it (it ran no test);
-# without a summary (a timeout), every file not reported "ok" failed.
+# A TAP file failed if prove's summary report lists it; without a summary (a timeout), every
+# file not reported "ok" or "skipped" failed.
 tap_failed_files() {
 	local log=$1 t
 	if grep -qE '^Result: (PASS|FAIL)' "$log"; then
-		sed -nE -e 's/^(test\/t\/[^ ]+\.pl) \.+ skipped.*/\1/p' \
-			-e 's/^(test\/t\/[^ ]+\.pl) +\(Wstat.*/\1/p' "$log"
+		sed -nE -e 's/^(test\/t\/[^ ]+\.pl) +\(Wstat.*/\1/p' "$log"
 	else
 		for t in "${tap_tests[@]}"; do
-			grep -qE "^${t//./\\.} \.+ ok" "$log" || echo "$t"
+			grep -qE "^${t//./\\.} \.+ (ok|skipped)" "$log" || echo "$t"
 		done
 	fi
+}
+
+# A TAP file that skipped itself (a tool it needs is not installed), with its reason: prove's
+# "test/t/X.pl .. skipped: REASON".
+tap_skipped_files() {
+	sed -nE 's/^(test\/t\/[^ ]+\.pl) \.+ skipped:? ?(.*)/\1 skipped: \2/p' "$1"
 }
 
 if ((${#tap_tests[@]})); then
 	run_part tap REGRESS= ISOLATION=
 	mapfile -t tap_failed < <(tap_failed_files "$work/tap.log")
+	mapfile -t tap_skipped < <(tap_skipped_files "$work/tap.log")
 	if ((part_rc != 0 && ${#tap_failed[@]} == 0)); then
 		tap_failed=("${tap_tests[@]}")
 	fi
-	passed=$((passed + ${#tap_tests[@]} - ${#tap_failed[@]}))
+	for t in "${tap_skipped[@]}"; do
+		echo "run_all: $t"
+	done
+	passed=$((passed + ${#tap_tests[@]} - ${#tap_failed[@]} - ${#tap_skipped[@]}))
 	failed=$((failed + ${#tap_failed[@]}))
+	skipped=$((skipped + ${#tap_skipped[@]}))
 	if ((${#tap_failed[@]})); then
 		overall_rc=1
 		for t in "${tap_failed[@]}"; do

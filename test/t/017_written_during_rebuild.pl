@@ -3,7 +3,8 @@
 # row; without one every build is thrown away, each rebuild waits for a quiet moment that never
 # comes, and after swap_wait the task fails saying why and what to do, the partition as it was
 # (every row the application wrote in it) and no trigger or key log left behind. A TRUNCATE
-# during a build makes the task rebuild.
+# during a build makes the task rebuild. Writes that come faster than the rounds apply them make
+# the task say so and fail after swap_wait, the partition as the application left it.
 use strict;
 use warnings;
 
@@ -104,5 +105,65 @@ is($?, 0, 'truncated: the TRUNCATE succeeded');
 is(sql("SELECT rebuilds, keys_caught_up FROM backfill_tasks($job)"), '1|0',
 	'truncated: the TRUNCATE made the task rebuild, not catch up');
 is(sql("SELECT count(*) FROM truncated"), '0', 'truncated: rebuilt from the truncated partition');
+
+# Writes faster than the rounds apply them: the source costs half a millisecond a row, and the
+# application updates 300 rows of the partition's 3000 every 50 ms, so every round finds more
+# keys than it may leave for the swap. The task says so in waiting_on and fails after swap_wait,
+# giving the rate, with the partition as the application left it.
+sql(q{
+CREATE TABLE outpaced (id bigint PRIMARY KEY, day date NOT NULL, amount int) PARTITION BY RANGE (id);
+CREATE TABLE outpaced_1 PARTITION OF outpaced FOR VALUES FROM (1) TO (100001);
+INSERT INTO outpaced SELECT g, date '2024-01-01', 1 FROM generate_series(1, 3000) g;
+CREATE TABLE outpaced_writes (n bigint NOT NULL, stop boolean NOT NULL);
+INSERT INTO outpaced_writes VALUES (0, false);
+ANALYZE outpaced;
+});
+my $outpacer = IPC::Run::start(
+	[
+		'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', $node->host, '-p', $node->port,
+		'-d', 'postgres', '-c',
+		q{DO $$ BEGIN FOR i IN 0..10000 LOOP
+		     EXIT WHEN (SELECT stop FROM outpaced_writes);
+		     UPDATE outpaced SET amount = amount + 1 WHERE id > (i % 10) * 300 AND id <= (i % 10 + 1) * 300;
+		     UPDATE outpaced_writes SET n = n + 300;
+		     COMMIT;
+		     PERFORM pg_sleep(0.05);
+		 END LOOP; END $$}
+	],
+	'<', \undef, '>', \my $out2, '2>', \my $err2);
+$job = sql(
+	"SELECT backfill_start('outpaced', 1, 100001, "
+	  . "'SELECT id, day, amount * 1000 AS amount FROM outpaced WHERE id >= \$1 AND id < \$2 "
+	  . "AND pg_sleep(0.0005) IS NOT NULL', swap_wait => '6s')");
+my %seen;
+for (my $i = 0; $i < 1200; $i++)
+{
+	my ($state, $waiting) =
+	  split /\|/, sql("SELECT state, coalesce(waiting_on, '') FROM backfill_status($job)"), 2;
+	$seen{$waiting} = 1 if $waiting ne '';
+	last if $state ne 'running' && $state ne 'pending';
+	select(undef, undef, undef, 0.1);
+}
+is(sql("SELECT backfill_wait($job, '120s')"), 'failed',
+	'outpaced: the job fails once swap_wait has passed while the rounds fall behind');
+sql("UPDATE outpaced_writes SET stop = true");
+$outpacer->finish;
+is($?, 0, "outpaced: the application's updates all succeeded");
+my @rounds = grep { /^catching up writes into public\.outpaced_1: round \d+ applied \d+ keys in \d+ ms; writes came at about \d+ keys a second/ } keys %seen;
+ok(@rounds > 0, 'outpaced: waiting_on said the task was catching up, and at what rate')
+  or diag explain \%seen;
+ok((grep { /a round takes \d+% of the time the build took/ } @rounds),
+	'outpaced: and that a round costs a large share of the build')
+  or diag explain \%seen;
+$error = sql("SELECT last_error FROM backfill_status($job)");
+like($error, qr/writes into partition public\.outpaced_1 could not be caught up within swap_wait/,
+	'outpaced: the error says why');
+like($error, qr/writes came at about \d+ keys a second.*raise swap_wait/, 'outpaced: the rate and what to do');
+ok(sql("SELECT catch_up_rounds FROM backfill_tasks($job)") >= 2, 'outpaced: after rounds');
+is(sql("SELECT sum(amount) - count(*) = (SELECT n FROM outpaced_writes), count(*) FROM outpaced"),
+	't|3000', 'outpaced: the partition holds every update the application made, and no recomputed row');
+is(sql("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'bf\\_%'"), '0', 'outpaced: no trigger left');
+is(sql("SELECT count(*) FROM pg_class WHERE relname LIKE 'keys\\_%' OR relname LIKE 'bf\\_%'"),
+	'0', 'outpaced: no key log or shadow left');
 
 done_testing();

@@ -16,18 +16,19 @@ our @EXPORT = qw(
   wait_job orphan_files task_states kill9_and_wait_for_recovery worker_pid
 );
 
-# A started server with the extension created in database postgres.
-# restart_after_crash is on: a kill -9 of a backend must lead to crash recovery, not shutdown.
+# A started server with the extension created in database postgres, with $conf (lines of
+# postgresql.conf) if given. restart_after_crash is on: a kill -9 of a backend must lead to
+# crash recovery, not shutdown.
 sub new_node
 {
-	my ($name) = @_;
+	my ($name, $conf) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
 	$node->append_conf(
 		'postgresql.conf', q{
 max_worker_processes = 16
 restart_after_crash = on
-});
+} . ($conf // ''));
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION backfill');
 	return $node;
