@@ -20,7 +20,7 @@ END $$;
 SELECT try($$SELECT backfill_start('h', '2024-02-01', '2024-01-01', 'h_src')$$);
 SELECT try($$SELECT backfill_start('h', 'garbage', '2024-01-01', 'h_src')$$);
 SELECT try($$SELECT backfill_start('h', '2024-01-01', '2024-03-01', 'SELECT nonsense FROM')$$);
-SELECT try($$SELECT * FROM backfill_plan('h', '2024-01-01', '2024-01-15')$$);
+SELECT try($$SELECT * FROM backfill_plan('h', '2024-03-01', '2024-01-01')$$);
 SELECT try($$SELECT * FROM backfill_status(-1)$$);
 SELECT try($$SELECT * FROM backfill_tasks(-1)$$);
 SELECT try($$SELECT backfill_pause(-1)$$);

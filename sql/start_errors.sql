@@ -84,6 +84,11 @@ DROP PUBLICATION m_pub;
 DROP VIEW m_01_view;
 DROP TABLE m_ref2;
 SELECT partition, problems FROM backfill_plan('m', '2024-01-01', '2024-03-01', 'm_src');
+-- a partition no job could replace is listed with its problem, and so is a live job
+SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', background => false) AS job \gset
+SELECT partition, concurrent_writes, unnest(problems) AS problem
+  FROM backfill_plan('m', '2024-01-15', '2024-03-01') ORDER BY 1, 3;
+SELECT backfill_cancel(:job);
 
 -- the source
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'no_such_source');

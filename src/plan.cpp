@@ -222,7 +222,8 @@ RawPartitions read_partitions(Oid target, Oid key_type, Datum from, Datum to) {
 
 }  // namespace
 
-Target resolve(Oid target_oid, const Bound &from, const Bound &to) {
+Target resolve(Oid target_oid, const Bound &from, const Bound &to,
+               std::vector<Problem> *partition_problems) {
     RawTarget raw = read_target(target_oid);
     if (!raw.exists)
         refuse(pg::fmt("relation with OID %1% does not exist", target_oid), "",
@@ -290,8 +291,19 @@ Target resolve(Oid target_oid, const Bound &from, const Bound &to) {
         if (!overlaps)
             continue;
         std::string pname = spi::qualified(p.schema, p.name);
+        // Refused at once, or (for backfill_plan) noted on the partition's row.
+        bool refused = false;
+        auto problem = [&](const std::string &message, const std::string &detail,
+                           const std::string &hint, int sqlstate = ERRCODE_INVALID_PARAMETER_VALUE) {
+            if (!partition_problems)
+                refuse(message, detail, hint, sqlstate);
+            if (!refused)
+                partition_problems->push_back(
+                    Problem{p.oid, pg::Failure(sqlstate, message, detail, hint), false});
+            refused = true;
+        };
         if (p.lower_infinite || p.upper_infinite)
-            refuse(pg::fmt("partition %1% is bounded by %2%", pname,
+            problem(pg::fmt("partition %1% is bounded by %2%", pname,
                            p.lower_infinite ? "MINVALUE" : "MAXVALUE"),
                    "A partition with an unbounded side has no range a source can be asked for.",
                    "Choose a range that leaves this partition out.",
@@ -299,7 +311,7 @@ Target resolve(Oid target_oid, const Bound &from, const Bound &to) {
         if (p.lower_vs_from < 0 || p.upper_vs_to > 0) {
             std::string aligned_from = p.lower_vs_from < 0 ? p.lower : parts.from;
             std::string aligned_to = p.upper_vs_to > 0 ? p.upper : parts.to;
-            refuse(pg::fmt("partition %1% only partly overlaps the range [%2%, %3%)", pname,
+            problem(pg::fmt("partition %1% only partly overlaps the range [%2%, %3%)", pname,
                            parts.from, parts.to),
                    pg::fmt("Partition %1% holds [%2%, %3%); backfill replaces whole partitions.",
                            pname, p.lower, p.upper),
@@ -308,12 +320,12 @@ Target resolve(Oid target_oid, const Bound &from, const Bound &to) {
                            aligned_from, aligned_to));
         }
         if (p.relkind == RELKIND_PARTITIONED_TABLE)
-            refuse(pg::fmt("partition %1% is itself partitioned", pname),
+            problem(pg::fmt("partition %1% is itself partitioned", pname),
                    "Sub-partitioned partitions are not supported yet.",
                    "Backfill the sub-partitioned table itself, with its own range.",
                    ERRCODE_FEATURE_NOT_SUPPORTED);
         if (p.relkind != RELKIND_RELATION)
-            refuse(pg::fmt("partition %1% is not a plain table", pname),
+            problem(pg::fmt("partition %1% is not a plain table", pname),
                    "Foreign-table partitions cannot be rebuilt by backfill.",
                    "Choose a range that leaves this partition out.",
                    ERRCODE_WRONG_OBJECT_TYPE);

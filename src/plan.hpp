@@ -37,9 +37,6 @@ struct Bound {
     bool is_null;
 };
 
-// Checks the target and range and lists the partitions they cover, or throws a Failure that says
-// what is wrong and what to do. Runs in the caller's session, so bounds convert in its TimeZone.
-Target resolve(Oid target, const Bound &from, const Bound &to);
 
 // What keeps a job from replacing a partition, or the target as a whole, with the fix.
 struct Problem {
@@ -47,6 +44,13 @@ struct Problem {
     pg::Failure failure;           // what, why (detail) and the fix (hint)
     bool passes;                   // another tool's work in progress: a task waits for its end
 };
+
+// Checks the target and range and lists the partitions they cover, or throws a Failure that says
+// what is wrong and what to do. Runs in the caller's session, so bounds convert in its TimeZone.
+// With partition_problems, a partition that cannot be replaced (unbounded, partly in the range,
+// sub-partitioned, foreign) is listed with its problem there instead (for backfill_plan).
+Target resolve(Oid target, const Bound &from, const Bound &to,
+               std::vector<Problem> *partition_problems = nullptr);
 
 // Every problem of a job on `target`, in one pass: ownership and rights, the default partition,
 // foreign keys pointing at the target, objects that depend on a partition, publications, another

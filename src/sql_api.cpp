@@ -355,9 +355,14 @@ Datum backfill_plan(PG_FUNCTION_ARGS) {
         args.require(0, "target");
         spi::connect();
         control::require_sql_version();
+        std::vector<plan::Problem> unreplaceable;  // partitions no job can replace
         plan::Target target =
             plan::resolve(DatumGetObjectId(args.datum(0)), {args.datum(1), args.type(1), args.null(1)},
-                          {args.datum(2), args.type(2), args.null(2)});
+                          {args.datum(2), args.type(2), args.null(2)}, &unreplaceable);
+        auto replaceable = [&](Oid partition) {
+            return std::none_of(unreplaceable.begin(), unreplaceable.end(),
+                                [&](const plan::Problem &p) { return p.partition == partition; });
+        };
         spi::Text source = args.null(3) ? std::nullopt : args.text(3);
         std::string select;
         std::vector<std::string> of_target;  // the problems of the whole job, on every row
@@ -376,14 +381,26 @@ Datum backfill_plan(PG_FUNCTION_ARGS) {
         Oid run_as = InvalidOid;
         pg::call([&] { run_as = GetUserId(); });
         int level = guc::push(guc::canonical());
-        std::vector<plan::Problem> found = plan::problems(target, run_as, false);
+        plan::Target checked = target;  // the other checks, on the partitions a job could replace
+        checked.partitions.erase(std::remove_if(checked.partitions.begin(),
+                                                checked.partitions.end(),
+                                                [&](const plan::Partition &p) {
+                                                    return !replaceable(p.oid);
+                                                }),
+                                 checked.partitions.end());
+        std::vector<plan::Problem> found = plan::problems(checked, run_as, false);
+        found.insert(found.end(), unreplaceable.begin(), unreplaceable.end());
+        if (std::optional<pg::Failure> live = live_job_on(target.oid, target.qualified()))
+            found.push_back(plan::Problem{std::nullopt, *live, false});
         guc::pop(level);
         for (const plan::Problem &problem : found)
             if (!problem.partition)
                 of_target.push_back(problem_text(problem.failure));
         std::vector<spi::Row> rows;
         for (const plan::Partition &p : target.partitions) {
-            std::string writes = writes_mode_text(p.oid, select, target.key_type);
+            std::string writes = replaceable(p.oid)
+                                     ? writes_mode_text(p.oid, select, target.key_type)
+                                     : std::string("not replaceable");
             level = guc::push(guc::canonical());
             spi::Text bytes = spi::scalar("SELECT pg_catalog.pg_total_relation_size($1)",
                                           {spi::oid_param(p.oid)});

@@ -74,6 +74,17 @@ bool is_one_live_job_violation(const pg::Error &e) {
 
 // Turns a unique violation of the one-live-job-per-target index into the error a DBA can use.
 [[noreturn]] void another_job_on_target(Oid target, const std::string &target_name) {
+    std::optional<pg::Failure> live = live_job_on(target, target_name);
+    if (live)
+        throw *live;
+    throw pg::Failure(ERRCODE_UNIQUE_VIOLATION,
+                      pg::fmt("table %1% already has a live backfill job: started concurrently",
+                              target_name),
+                      "One job at a time per target: two jobs would swap the same partitions.",
+                      "Wait for that job, or cancel it with backfill_cancel(job).");
+}
+
+std::optional<pg::Failure> live_job_on(Oid target, const std::string &target_name) {
     spi::Text other;
     control::as_owner([&] {
         other = spi::scalar(
@@ -81,11 +92,13 @@ bool is_one_live_job_violation(const pg::Error &e) {
         "WHERE target = $1::oid::regclass AND state IN ('pending', 'running', 'paused') LIMIT 1",
         {spi::oid_param(target)});
     });
-    throw pg::Failure(ERRCODE_UNIQUE_VIOLATION,
-                      pg::fmt("table %1% already has a live backfill job: %2%", target_name,
-                              other.value_or("started concurrently")),
-                      "One job at a time per target: two jobs would swap the same partitions.",
-                      "Wait for that job, or cancel it with backfill_cancel(job).");
+    if (!other)
+        return std::nullopt;
+    return pg::Failure(ERRCODE_UNIQUE_VIOLATION,
+                       pg::fmt("table %1% already has a live backfill job: %2%", target_name,
+                               *other),
+                       "One job at a time per target: two jobs would swap the same partitions.",
+                       "Wait for that job, or cancel it with backfill_cancel(job).");
 }
 
 }  // namespace sql

@@ -93,5 +93,7 @@ bool is_one_live_job_violation(const pg::Error &e);
 
 // Turns a unique violation of the one-live-job-per-target index into the error a DBA can use.
 [[noreturn]] void another_job_on_target(Oid target, const std::string &target_name);
+// The same refusal, if a live job is on the target now (for backfill_plan).
+std::optional<pg::Failure> live_job_on(Oid target, const std::string &target_name);
 
 }  // namespace sql
