@@ -139,6 +139,7 @@ SELECT backfill_cancel(:job);
 -- a relation already under a name the job would give: its shadow, or the replaced partition
 SELECT last_value + 1 AS next_job FROM backfill.jobs_id_seq \gset
 SELECT format('CREATE TABLE %I (planted int)', 'bf_shadow_' || :next_job || '_2') \gexec
+SELECT partition, problems FROM backfill_plan('m', '2024-01-01', '2024-03-01');
 SELECT backfill_start('m', '2024-01-01', '2024-03-01', 'm_src', background => false);
 SELECT format('DROP TABLE %I', 'bf_shadow_' || :next_job || '_2') \gexec
 SELECT last_value + 1 AS next_job FROM backfill.jobs_id_seq \gset

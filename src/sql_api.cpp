@@ -200,24 +200,53 @@ void refuse_locks_the_swap_needs(int64 id) {
                       "first, or read the table after the wait, in another statement).");
 }
 
-// A relation already under a name a task will give (its shadow, the replaced partition) would
-// fail that task later: refuse now, while the whole start rolls back.
+// A relation already under a name the task will give (its shadow, the replaced partition), which
+// would fail that task later.
+std::optional<pg::Failure> taken_name(const control::Task &t) {
+    for (const std::string &name : {task::shadow_name(t), task::kept_name(t)}) {
+        bool taken = spi::scalar("SELECT 1 FROM pg_catalog.pg_class c "
+                                 "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                                 "WHERE n.nspname = $1 AND c.relname = $2",
+                                 {spi::text_param(t.schema), spi::text_param(name)})
+                         .has_value();
+        if (taken)
+            return pg::Failure(ERRCODE_DUPLICATE_TABLE,
+                               pg::fmt("relation %1% already exists",
+                                       spi::qualified(t.schema, name)),
+                               pg::fmt("The job would use that name for partition %1%.",
+                                       t.qualified()),
+                               "Rename or drop that relation, then start the job again.");
+    }
+    return std::nullopt;
+}
+
+// Refused now, while the whole start rolls back.
 void refuse_taken_names(int64 job) {
     for (const control::Task &t : control::load_tasks(job))
-        for (const std::string &name : {task::shadow_name(t), task::kept_name(t)}) {
-            bool taken = spi::scalar("SELECT 1 FROM pg_catalog.pg_class c "
-                                     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                                     "WHERE n.nspname = $1 AND c.relname = $2",
-                                     {spi::text_param(t.schema), spi::text_param(name)})
-                             .has_value();
-            if (taken)
-                throw pg::Failure(ERRCODE_DUPLICATE_TABLE,
-                                  pg::fmt("relation %1% already exists",
-                                          spi::qualified(t.schema, name)),
-                                  pg::fmt("The job would use that name for partition %1%.",
-                                          t.qualified()),
-                                  "Rename or drop that relation, then start the job again.");
-        }
+        if (std::optional<pg::Failure> taken = taken_name(t))
+            throw *taken;
+}
+
+// For backfill_plan: the names the next job would give, as far as the job id it would get is
+// known now (another start may take it first).
+std::vector<plan::Problem> taken_names_of_next_job(const plan::Target &target) {
+    spi::Text next;
+    control::as_owner([&] {
+        next = spi::scalar("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END "
+                           "FROM backfill.jobs_id_seq");
+    });
+    std::vector<plan::Problem> found;
+    int no = 0;
+    for (const plan::Partition &p : target.partitions) {
+        control::Task t;
+        t.job = std::stoll(*next);
+        t.no = ++no;
+        t.schema = p.schema;
+        t.name = p.name;
+        if (std::optional<pg::Failure> taken = taken_name(t))
+            found.push_back(plan::Problem{p.oid, *taken, false});
+    }
+    return found;
 }
 
 int64 start(const Args &args) {
@@ -392,6 +421,8 @@ Datum backfill_plan(PG_FUNCTION_ARGS) {
         found.insert(found.end(), unreplaceable.begin(), unreplaceable.end());
         if (std::optional<pg::Failure> live = live_job_on(target.oid, target.qualified()))
             found.push_back(plan::Problem{std::nullopt, *live, false});
+        for (const plan::Problem &taken : taken_names_of_next_job(target))
+            found.push_back(taken);
         guc::pop(level);
         for (const plan::Problem &problem : found)
             if (!problem.partition)
