@@ -1,0 +1,72 @@
+# Every ```sql block of README.md and doc/*.md runs, in document order, on one server: the
+# README's setup and quick start build the tables the other examples use. A block fails the test
+# with its file and line, unless a line of it says `-- ERROR: text`, which the error must contain.
+# Between blocks, jobs an example left running are cancelled, so the next start is not refused.
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use BackfillTest;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my @files = ('README.md', sort glob('doc/*.md'));
+-f $_ or BAIL_OUT("$_ not found: run from the repository's root") for @files;
+
+# [file, line, sql] of each ```sql block.
+my @blocks;
+for my $file (@files)
+{
+	open(my $fh, '<', $file) or die "$file: $!";
+	my ($start, $sql);
+	while (my $line = <$fh>)
+	{
+		if (!defined $sql && $line =~ /^```sql\s*$/) { ($start, $sql) = ($., ''); }
+		elsif (defined $sql && $line =~ /^```\s*$/) { push @blocks, [ $file, $start, $sql ]; undef $sql; }
+		elsif (defined $sql) { $sql .= $line; }
+	}
+	close $fh;
+}
+cmp_ok(scalar @blocks, '>=', 10, 'the docs hold SQL examples');
+
+my $node = PostgreSQL::Test::Cluster->new('doc_examples');
+$node->init;
+# pg_cron for the scheduling examples, when installed for this server.
+my $sharedir = $node->config_data('--sharedir');
+my $have_cron = -f "$sharedir/extension/pg_cron.control";
+$node->append_conf('postgresql.conf', "max_worker_processes = 16\n"
+	  . ($have_cron ? "shared_preload_libraries = 'pg_cron'\ncron.database_name = 'postgres'\n" : ''));
+$node->start;
+# What the setup example assumes exists already: the roles and the schema it grants on.
+$node->safe_psql('postgres', 'CREATE ROLE app_owner; CREATE ROLE dashboards; CREATE SCHEMA parts; CREATE DATABASE appdb');
+$node->safe_psql('postgres', 'CREATE EXTENSION pg_cron') if $have_cron;
+
+for my $block (@blocks)
+{
+	my ($file, $line, $sql) = @$block;
+	my ($expected) = $sql =~ /--\s*ERROR:\s*(.+?)\s*$/m;
+	if (!$have_cron && $sql =~ /\bcron\./)
+	{
+	  SKIP: { skip("$file:$line needs pg_cron (Debian package postgresql-NN-cron)", 1); }
+		next;
+	}
+	my ($rc, $out, $err) = $node->psql('postgres', $sql, on_error_stop => 1);
+	if (defined $expected)
+	{
+		ok($rc != 0 && index($err, $expected) >= 0, "$file:$line fails with \"$expected\"")
+		  or diag("stdout: $out\nstderr: $err");
+	}
+	else
+	{
+		ok($rc == 0, "$file:$line runs") or diag("stderr: $err");
+	}
+	$node->safe_psql('postgres', q{
+SELECT backfill_cancel(job) FROM backfill_status() WHERE state IN ('pending', 'running', 'paused')});
+	$node->safe_psql('postgres', q{SELECT backfill_wait(job, '60s') FROM backfill_status()});
+}
+
+$node->stop;
+done_testing();
