@@ -2,14 +2,20 @@
 // extension's owner, so ordinary roles need no rights on schema backfill.
 #pragma once
 
+#include "lock_keys.hpp"
 #include "plan.hpp"
 #include "spi.hpp"
+#include "states.hpp"
 
 #include <functional>
 #include <string>
 #include <vector>
 
 namespace control {
+
+using states::JobState;
+using states::TaskPhase;
+using states::TaskState;
 
 // The options of backfill_start, as the caller gave them.
 struct Options {
@@ -43,13 +49,14 @@ struct Job {
     bool background = true;
     Oid run_as = InvalidOid, login_role = InvalidOid;
     std::string search_path, time_zone, date_style;  // the caller's, at start
-    std::string state;
+    std::string state;  // the SQL word of state_enum()
     bool interrupted = false;
     bool rolling_back = false;
     uint32 created = 0, created_us = 0;  // seconds since the epoch, and microseconds
     // Throttles; nullopt when not set.
     std::optional<double> max_rows_per_second, max_replication_lag_ms;
     spi::Text run_window, throttle_query;
+    JobState state_enum() const { return states::parse<JobState>(state); }
 };
 
 struct Task {
@@ -60,6 +67,10 @@ struct Task {
     int attempts = 0;
     Oid files_from = InvalidOid;  // the lowest relation file number of its latest attempt
     std::string qualified() const { return spi::qualified(schema, name); }
+    TaskState state_enum() const { return states::parse<TaskState>(state); }
+    std::optional<TaskPhase> phase_enum() const {
+        return phase ? std::optional<TaskPhase>(states::parse<TaskPhase>(*phase)) : std::nullopt;
+    }
 };
 
 // The version of the SQL objects this library works with. A server whose library was upgraded
@@ -68,7 +79,8 @@ constexpr const char *kSqlVersion = "1.1";
 // Throws a Failure saying what to do when the installed SQL objects are of another version.
 void require_sql_version();
 
-// Runs fn as the extension owner, so it may touch the control tables.
+// Runs fn as the extension owner, so it may touch the control tables. The user and settings
+// are restored however fn ends.
 void as_owner(const std::function<void()> &fn);
 
 int64 insert_job(const plan::Target &target, const Options &options, bool source_is_query,
@@ -77,20 +89,41 @@ int64 insert_job(const plan::Target &target, const Options &options, bool source
 Job load_job(int64 id);                      // throws a Failure naming the job if it is unknown
 std::vector<Task> load_tasks(int64 job);     // in task order
 bool job_xmin_is_current_transaction(int64 id);
+spi::Text last_error(int64 id);
+// The id the next job would get, as far as it is known now (another start may take it first).
+int64 next_job_id();
+// "<id> (<state>)" of the live job on the target, if there is one.
+spi::Text live_job_on(Oid target);
+
+// After a server start, in this database: pauses the jobs recorded on another system or timeline
+// than this server's, then marks pending and returns the background jobs that were pending, running or
+// interrupted and that no process runs now.
+struct Resumable {
+    int64 job;
+    int workers;
+    Oid login_role;
+};
+void pause_foreign_jobs();
+std::vector<Resumable> claim_resumable_jobs();
 
 // Job state changes. finish() sets finished_at; last_error and waiting_on are replaced.
+void set_job_state(int64 id, JobState state, const spi::Text &last_error = std::nullopt);
 void set_job_state(int64 id, const std::string &state, const spi::Text &last_error = std::nullopt);
 void set_waiting_on(int64 id, const spi::Text &waiting_on);
 // One of the job's options that backfill_set may change, by its column name; NULL clears it.
 void set_option(int64 id, const std::string &option, const spi::Text &value);
 void job_started(int64 id);
+void finish_job(int64 id, JobState state, const spi::Text &last_error);
 void finish_job(int64 id, const std::string &state, const spi::Text &last_error);
 void mark_interrupted(int64 id, const std::string &reason);
 
 // Task state changes.
 // A task tried again by the runner that holds it.
 void task_running(const Task &task);
+void task_phase(const Task &task, TaskPhase phase);
 void task_phase(const Task &task, const std::string &phase);
+// The shadow is loaded: the partition had rows_before rows (as counted), the shadow rows_after.
+void task_loaded(const Task &task, const spi::Text &rows_before, int64 rows_after);
 void task_shadow(const Task &task, const spi::Text &shadow_name);
 void task_pending(const Task &task, const spi::Text &error);
 void task_failed(const Task &task, const std::string &error);
@@ -111,6 +144,9 @@ void resume_job(int64 job);
 // partition without a key, or a TRUNCATE).
 void clear_writes(const Task &task);
 bool has_writes(const Task &task);
+// The statement that leaves a task's marker, for a row trigger that cannot use SPI parameters'
+// plans (see note_key.cpp): job and task are numbers.
+std::string note_write_sql(const char *job, const char *task);
 
 // How a task handles writes into its partition during its build: the key it catches them up by,
 // or nullopt when such a write rebuilds it.
@@ -122,7 +158,7 @@ void task_rebuilt(const Task &task);
 
 // Runners: each process running a job (a worker, or CALL backfill_run) holds one of the job's
 // runner slots, a session-level advisory lock that dies with the process.
-constexpr int kMaxRunners = 32;
+constexpr int kMaxRunners = lock_keys::kRunnerSlots;
 std::vector<int> runner_pids(int64 job);      // processes running the job now
 int claim_runner(int64 job, int slots);       // a free slot below `slots`, or -1
 void release_runner(int64 job, int slot);
@@ -133,5 +169,21 @@ std::optional<Task> claim_next_task(int64 job, int slot);
 std::vector<Task> orphaned_tasks(int64 job);
 // Whether any task of the job is pending (or, with running, pending or running).
 bool has_tasks_left(int64 job, bool running);
+
+// SQL: true when a process holds one of the runner slots of the job `job` (an SQL expression);
+// with `slot`, that slot, held by a process other than this one (which may hold it now, having
+// taken it after its previous holder crashed).
+std::string runner_alive(const std::string &job, const std::string &slot = "");
+
+// What backfill_status and backfill_tasks show (see report.hpp); `user` is the caller.
+spi::Text job_state_seen(int64 job);  // a 'running' job that no process runs is 'paused'
+bool job_visible(int64 job, Oid user);
+std::vector<spi::Row> status_rows(const spi::Text &job, Oid user);
+std::vector<spi::Row> task_rows(int64 job);
+
+namespace detail {
+// For the control_*.cpp files: runs one statement as the extension owner.
+spi::Result run(const std::string &sql, const std::vector<spi::Param> &params = {});
+}  // namespace detail
 
 }  // namespace control

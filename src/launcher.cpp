@@ -4,7 +4,7 @@
 // standby) are paused instead, with the reason.
 #include "launcher.hpp"
 
-#include "compat.hpp"
+#include "control.hpp"
 #include "launch.hpp"
 #include "spi.hpp"
 
@@ -64,44 +64,16 @@ std::vector<Oid> databases() {
     return oids;
 }
 
-struct Resumable {
-    int64 job;
-    int workers;
-    Oid login_role;
-};
-
 // In this database: pauses the jobs of another system or timeline and returns the background
 // jobs that were pending, running or interrupted and that no process runs now.
-std::vector<Resumable> jobs_to_resume() {
-    std::vector<Resumable> jobs;
+std::vector<control::Resumable> jobs_to_resume() {
     bool installed = spi::scalar("SELECT 1 FROM pg_catalog.pg_extension "
                                  "WHERE extname = 'backfill'")
                          .has_value();
     if (!installed)
-        return jobs;
-    compat::ServerIdentity here = compat::server_identity();
-    spi::exec(
-        "UPDATE backfill.jobs SET state = 'paused', interrupted = false, "
-        "  last_error = 'not resumed by itself: this server is not the one the job was started "
-        "on (another system identifier or timeline: a restored backup or a promoted standby); "
-        "check the data, then SELECT backfill_resume(' || id || ')' "
-        "WHERE (state IN ('pending', 'running') OR (state = 'paused' AND interrupted)) "
-        "AND (system_identifier, timeline) IS DISTINCT FROM ($1::numeric, $2::int)",
-        {spi::text_param(std::to_string(here.system_identifier)),
-         spi::bigint_param(here.timeline)});
-    spi::Result rows = spi::exec(
-        "UPDATE backfill.jobs j SET state = 'pending', interrupted = false, waiting_on = NULL "
-        "WHERE background AND (state IN ('pending', 'running') OR (state = 'paused' AND "
-        "      interrupted)) "
-        "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' "
-        "      AND l.database = (SELECT oid FROM pg_catalog.pg_database "
-        "                        WHERE datname = pg_catalog.current_database()) "
-        "      AND l.classid::bigint BETWEEN 1650879596 AND 1650879596 + 31 "
-        "      AND l.objid = j.id::oid AND l.objsubid = 2) "
-        "RETURNING id, workers, login_role::oid");
-    for (const spi::Row &row : rows.rows)
-        jobs.push_back({std::stoll(*row[0]), std::stoi(*row[1]), (Oid)std::stoul(*row[2])});
-    return jobs;
+        return {};
+    control::pause_foreign_jobs();
+    return control::claim_resumable_jobs();
 }
 
 }  // namespace
@@ -154,13 +126,13 @@ void backfill_resumer_main(Datum arg) {
     BackgroundWorkerUnblockSignals();
     BackgroundWorkerInitializeConnectionByOid(database, InvalidOid, 0);
     pg::entry([&] {
-        std::vector<launcher::Resumable> jobs;
+        std::vector<control::Resumable> jobs;
         pg::call([] { StartTransactionCommand(); });
         spi::connect();
         jobs = launcher::jobs_to_resume();
         spi::finish();
         pg::call([] { CommitTransactionCommand(); });
-        for (const launcher::Resumable &job : jobs) {
+        for (const control::Resumable &job : jobs) {
             pg::call([&] {
                 ereport(LOG, (errmsg("backfill: resuming job %lld in database %u after a server "
                                      "start",

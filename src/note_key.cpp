@@ -3,6 +3,7 @@
 // It runs in the writer's transaction, so it does little: the key's values go into the log as
 // they are (no text, so no DateStyle or TimeZone of the writer's can change them), through one
 // prepared INSERT per task that the session keeps.
+#include "control.hpp"
 #include "pg_bridge.hpp"
 
 extern "C" {
@@ -119,9 +120,10 @@ void note_key(FunctionCallInfo fcinfo) {
     if (!key_intact || !OidIsValid(backfill) || !OidIsValid(get_relname_relid(log, backfill))) {
         // A key column dropped during the build, or a trigger left without its log: the write
         // is noted all the same (the task then rebuilds), never refused.
+        // The statement's text is gone before SPI runs it: no C++ object meets an ERROR.
         char sql[128];
-        snprintf(sql, sizeof sql, "INSERT INTO backfill.writes VALUES (%s, %s)",
-                 trigger->tgargs[0], trigger->tgargs[1]);
+        snprintf(sql, sizeof sql, "%s",
+                 control::note_write_sql(trigger->tgargs[0], trigger->tgargs[1]).c_str());
         SPI_execute(sql, false, 0);
         SPI_finish();
         return;

@@ -1,6 +1,7 @@
 // The worker pool (see pool.hpp).
 #include "pool.hpp"
 
+#include "lock_keys.hpp"
 #include "spi.hpp"
 
 extern "C" {
@@ -13,7 +14,7 @@ int max_total_workers = 8;
 
 namespace {
 
-constexpr uint32 kPoolKey = 1650879597;  // 'bflm': (kPoolKey, slot) for a slot
+constexpr uint32 kPoolKey = lock_keys::kPool;  // (kPoolKey, slot) for a slot
 constexpr uint16 kSlotKind = 3, kQueueKind = 4;  // beside SQL's advisory locks (kinds 1 and 2)
 
 void slot_tag(LOCKTAG *tag, int slot) {

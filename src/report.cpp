@@ -1,4 +1,4 @@
-// Rows of backfill_status and backfill_tasks (see report.hpp).
+// Rows of backfill_status and backfill_tasks (see report.hpp); control reads them.
 #include "report.hpp"
 
 #include "control.hpp"
@@ -11,51 +11,19 @@ namespace report {
 
 namespace {
 
-// True when a process holds one of the job's runner slots (see control::claim_runner).
-const char *kRunnerAlive =
-    "EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
-    "        AND l.database = (SELECT oid FROM pg_catalog.pg_database "
-    "                          WHERE datname = pg_catalog.current_database()) "
-    "        AND l.classid BETWEEN 1650879596 AND 1650879596 + 31 AND l.objid = j.id::oid "
-    "        AND l.objsubid = 2)";
-
-// Who may see a job (alias j; $2 the caller): the roles that may act on its target (members of
-// its owner), members of the role that runs it, members of pg_monitor, and superusers (who hold
-// the rights of every role).
-const char *kVisible =
-    "(pg_catalog.pg_has_role($2::oid, j.run_as, 'USAGE') "
-    " OR pg_catalog.pg_has_role($2::oid, 'pg_monitor', 'USAGE') "
-    " OR coalesce(pg_catalog.pg_has_role($2::oid, (SELECT c.relowner FROM pg_catalog.pg_class c "
-    "                                              WHERE c.oid = j.target), 'USAGE'), false))";
-
-spi::Param caller() {
+Oid caller() {
     Oid user = InvalidOid;
     pg::call([&] { user = GetUserId(); });
-    return spi::oid_param(user);
-}
-
-std::vector<spi::Row> as_owner(const std::string &sql, const std::vector<spi::Param> &params) {
-    spi::Result result;
-    control::as_owner([&] { result = spi::exec(sql, params); });
-    return result.rows;
+    return user;
 }
 
 }  // namespace
 
-std::string state(int64 job) {
-    std::vector<spi::Row> rows = as_owner(
-        std::string("SELECT CASE WHEN j.state = 'running' AND NOT ") + kRunnerAlive +
-            " THEN 'paused' ELSE j.state END FROM backfill.jobs j WHERE j.id = $1",
-        {spi::bigint_param(job)});
-    return rows.empty() ? "unknown" : rows[0][0].value_or("unknown");
-}
+std::string state(int64 job) { return control::job_state_seen(job).value_or("unknown"); }
 
 void require_visible(int64 job) {
     control::load_job(job);  // names a job that does not exist
-    std::vector<spi::Row> rows =
-        as_owner(std::string("SELECT 1 FROM backfill.jobs j WHERE j.id = $1 AND ") + kVisible,
-                 {spi::bigint_param(job), caller()});
-    if (rows.empty())
+    if (!control::job_visible(job, caller()))
         throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
                           pg::fmt("permission denied to see backfill job %1%", job),
                           "A job is shown to the members of its target's owner, of the role "
@@ -64,52 +32,9 @@ void require_visible(int64 job) {
 }
 
 std::vector<spi::Row> status_rows(const spi::Text &job) {
-    return as_owner(
-        std::string(
-            "WITH t AS ("
-            "  SELECT job, count(*) AS total, "
-            "         count(*) FILTER (WHERE state = 'done') AS done, "
-            "         count(*) FILTER (WHERE state = 'failed') AS failed, "
-            "         coalesce(sum(rows_after) FILTER (WHERE state = 'done'), 0) AS rows_written, "
-            "         sum(greatest(estimated_rows, 1)) AS estimate, "
-            "         coalesce(sum(greatest(estimated_rows, 1)) FILTER (WHERE state = 'done'), 0) "
-            "           AS estimate_done "
-            "  FROM backfill.tasks GROUP BY job), "
-            "s AS ("
-            "  SELECT j.*, t.total, t.done, t.failed, t.rows_written, t.estimate, "
-            "         t.estimate_done, ") +
-            kRunnerAlive +
-            " AS alive, "
-            "         extract(epoch FROM coalesce(j.finished_at, pg_catalog.now()) "
-            "                 - j.started_at)::numeric AS seconds "  // double precision before 14
-            "  FROM backfill.jobs j JOIN t ON t.job = j.id "
-            "  WHERE ($1::bigint IS NULL OR j.id = $1::bigint) AND " + kVisible + ") "
-            "SELECT id, target::oid, "
-            "  CASE WHEN state = 'running' AND NOT alive THEN 'paused' ELSE state END, "
-            "  total, done, failed, rows_written, "
-            "  CASE WHEN state = 'done' THEN 100 "
-            "       ELSE round(100.0 * estimate_done / estimate, 1) END, "
-            "  CASE WHEN seconds > 0 THEN round(rows_written / seconds, 1) END, "
-            "  CASE WHEN state IN ('running', 'pending') AND seconds > 0 AND rows_written > 0 "
-            "       THEN pg_catalog.make_interval(secs => round((estimate - estimate_done) "
-            "            * (rows_written::numeric / greatest(estimate_done, 1)) "
-            "            / (rows_written / seconds))) END, "
-            "  CASE WHEN state = 'running' AND NOT alive "
-            "       THEN 'nothing: no process runs it; SELECT backfill_resume(' || id || ')' "
-            "       ELSE waiting_on END, "
-            "  started_at, finished_at, last_error "
-            "FROM s ORDER BY id",
-        {spi::text_param(job), caller()});
+    return control::status_rows(job, caller());
 }
 
-std::vector<spi::Row> task_rows(int64 job) {
-    return as_owner(
-        "SELECT pg_catalog.format('%I.%I', partition_schema, partition_name), lower_bound, "
-        "       upper_bound, state, attempts, rows_before, rows_after, swap_lock_ms, "
-        "       started_at, finished_at, error, catch_up_key, keys_caught_up, catch_up_rounds, "
-        "       rebuilds "
-        "FROM backfill.tasks WHERE job = $1 ORDER BY task_no",
-        {spi::bigint_param(job)});
-}
+std::vector<spi::Row> task_rows(int64 job) { return control::task_rows(job); }
 
 }  // namespace report

@@ -87,12 +87,7 @@ int affordable_workers(int requested, int tasks, bool background) {
 }
 
 std::string last_error(int64 job) {
-    spi::Text text;
-    control::as_owner([&] {
-        text = spi::scalar("SELECT last_error FROM backfill.jobs WHERE id = $1",
-                           {spi::bigint_param(job)});
-    });
-    return text.value_or("no error was recorded");
+    return control::last_error(job).value_or("no error was recorded");
 }
 
 // How writes into a partition during its build would be handled, for backfill_plan; without a
@@ -230,16 +225,12 @@ void refuse_taken_names(int64 job) {
 // For backfill_plan: the names the next job would give, as far as the job id it would get is
 // known now (another start may take it first).
 std::vector<plan::Problem> taken_names_of_next_job(const plan::Target &target) {
-    spi::Text next;
-    control::as_owner([&] {
-        next = spi::scalar("SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END "
-                           "FROM backfill.jobs_id_seq");
-    });
+    int64 next = control::next_job_id();
     std::vector<plan::Problem> found;
     int no = 0;
     for (const plan::Partition &p : target.partitions) {
         control::Task t;
-        t.job = std::stoll(*next);
+        t.job = next;
         t.no = ++no;
         t.schema = p.schema;
         t.name = p.name;

@@ -63,7 +63,8 @@ control::Job job_for_caller(int64 id) {
 }
 
 bool is_terminal(const std::string &state) {
-    return state == "done" || state == "failed" || state == "cancelled";
+    std::optional<states::JobState> known = states::find<states::JobState>(state);
+    return known && states::is_terminal(*known);
 }
 
 bool is_one_live_job_violation(const pg::Error &e) {
@@ -85,13 +86,7 @@ bool is_one_live_job_violation(const pg::Error &e) {
 }
 
 std::optional<pg::Failure> live_job_on(Oid target, const std::string &target_name) {
-    spi::Text other;
-    control::as_owner([&] {
-        other = spi::scalar(
-        "SELECT pg_catalog.format('%s (%s)', id, state) FROM backfill.jobs "
-        "WHERE target = $1::oid::regclass AND state IN ('pending', 'running', 'paused') LIMIT 1",
-        {spi::oid_param(target)});
-    });
+    spi::Text other = control::live_job_on(target);
     if (!other)
         return std::nullopt;
     return pg::Failure(ERRCODE_UNIQUE_VIOLATION,

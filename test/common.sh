@@ -1,7 +1,9 @@
 # shellcheck shell=bash
-# Sourced by the project's scripts (test/run_all.sh, demo/run_demo.sh, bench/*.sh): PostgreSQL
-# 15's tools first, whatever else is installed; one locale that always exists, so initdb works
-# and outputs do not depend on the caller's environment; no libpq settings of the caller.
+# Sourced by the project's scripts (test/run_all.sh, test/install_deps.sh, demo/run_demo.sh,
+# bench/*.sh): PostgreSQL PG_MAJOR's tools first, whatever else is installed; one locale that
+# always exists, so initdb works and outputs do not depend on the caller's environment; no libpq
+# settings of the caller.
+# The PostgreSQL major the project builds and tests against: the one place that names it.
 PG_MAJOR=15
 export PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}"
 export LC_ALL=C.UTF-8 LANG=C.UTF-8

@@ -4,9 +4,9 @@
 # As root it installs; as any other user it only checks and says what is missing.
 set -euo pipefail
 
-PG_MAJOR=15
-# This version's pg_config first, even where several versions are installed.
-export PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}"
+# PG_MAJOR, and this version's pg_config first on PATH even where several versions are installed.
+# shellcheck source=test/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Every package the build (PGXS and CMake), pg_regress, the isolation tester and TAP need.
 #   libkrb5-dev: server headers reach gssapi/gssapi.h, which postgresql-server-dev does not pull in.

@@ -45,12 +45,6 @@ sub long_reader
 	return ($session, $pid);
 }
 
-sub job_status
-{
-	my ($job, $columns) = @_;
-	return $node->safe_psql('postgres', "SELECT $columns FROM backfill_status($job)");
-}
-
 # Polls until the job's waiting_on names the blocker as the holder of the lock it waits for.
 sub waits_for_blocker
 {
@@ -104,7 +98,7 @@ my (@latencies, @wrong, %waiting_on_seen);
 for my $n (1 .. $readers)
 {
 	# Between the readers, what the job says it waits for: the lock, during attempts too.
-	my $waiting_on = job_status($job, 'waiting_on');
+	my $waiting_on = job_status($node, $job, 'waiting_on');
 	$waiting_on =~ s/^lock: .*pid $blocker_pid \(.*/lock: the long transaction/s;
 	$waiting_on_seen{$waiting_on}++;
 
@@ -134,7 +128,7 @@ cmp_ok($queued, '>=', 1,
 is(join(', ', sort keys %waiting_on_seen), 'lock: the long transaction',
 	"waiting_on named the long transaction each of the $readers times it was read, "
 	  . 'lock attempts included');
-like(job_status($job, 'state, tasks_done, waiting_on'),
+like(job_status($node, $job, 'state, tasks_done, waiting_on'),
 	qr/^running\|0\|lock: .*pid $blocker_pid \(/,
 	'after the readers, the job still waits for the long transaction, no task done');
 
@@ -182,7 +176,7 @@ like(
 	),
 	qr/^failed \| could not get the locks to swap partition parts\.events_2024_01 within swap_wait \(Held by: .*pid $blocker_pid \(/,
 	'task 1 failed, naming the blocker');
-like(job_status($job, 'last_error'),
+like(job_status($node, $job, 'last_error'),
 	qr/pid $blocker_pid \(/, 'so does the last_error of the job');
 is( $node->safe_psql(
 		'postgres',

@@ -14,7 +14,7 @@
 #    transaction ends, replay catches up and the standby has the new rows.
 #
 # The figures (note lines) come out with, e.g.:
-#   prove -v -I /usr/lib/postgresql/15/lib/pgxs/src/test/perl -I . test/t/005_standby.pl
+#   prove -v -I /usr/lib/postgresql/<major>/lib/pgxs/src/test/perl -I . test/t/005_standby.pl
 use strict;
 use warnings;
 

@@ -18,7 +18,7 @@
 # after make install:
 #   BACKFILL_SOAK_KILLS=200 make installcheck REGRESS= ISOLATION= PROVE_TESTS=test/t/006_soak.pl
 # or directly with prove (PG_REGRESS must name pg_regress):
-#   BACKFILL_SOAK_KILLS=200 prove -I /usr/lib/postgresql/15/lib/pgxs/src/test/perl -I . test/t/006_soak.pl
+#   BACKFILL_SOAK_KILLS=200 prove -I /usr/lib/postgresql/<major>/lib/pgxs/src/test/perl -I . test/t/006_soak.pl
 # The kill moments are random; BACKFILL_SOAK_SEED=N repeats a run's sequence of delays (the seed
 # is printed).
 use strict;

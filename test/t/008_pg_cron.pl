@@ -19,7 +19,8 @@ use Time::HiRes qw(sleep time);
 
 my $t0 = time();
 my $node = new_node('pg_cron');
-die "pg_cron is not installed for this server: apt-get install postgresql-15-cron "
+my $pg_major = int($node->safe_psql('postgres', 'SHOW server_version_num') / 10000);
+die "pg_cron is not installed for this server: apt-get install postgresql-$pg_major-cron "
   . "(test/install_deps.sh installs it)\n"
   unless $node->safe_psql('postgres',
 	"SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_cron'");

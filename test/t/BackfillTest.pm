@@ -13,7 +13,7 @@ use Test::More;
 our @EXPORT = qw(
   new_node create_events month_partitions partition_bounds table_equals
   tasks_expected tasks_actual catalog_snapshot leftover_relations wait_for_state
-  wait_job orphan_files task_states kill9_and_wait_for_recovery worker_pid
+  wait_job orphan_files task_states kill9_and_wait_for_recovery worker_pid job_status
 );
 
 # A started server with the extension created in database postgres, with $conf (lines of
@@ -263,6 +263,13 @@ sub kill9_and_wait_for_recovery
 	ok($node->poll_query_until('postgres', 'SELECT 1', '1'),
 		"${prefix}the server is back after crash recovery");
 	return $log_offset;
+}
+
+# Columns $columns (an SQL list) of backfill_status($job), '|'-separated as psql prints them.
+sub job_status
+{
+	my ($node, $job, $columns) = @_;
+	return $node->safe_psql('postgres', "SELECT $columns FROM backfill_status($job)");
 }
 
 # Polls backfill_status until the job's state is $state.
