@@ -84,7 +84,7 @@ done < <(find "$home" -type f -perm -u+x -print0)
 # A copy of the tree to build in, so that the checkout's objects (built for 15) stay as they are.
 tree="$scratch/backfill"
 rm -rf "$tree" && mkdir -p "$tree"
-tar -C "$repo" -cf - --exclude='*.o' --exclude='*.so' Makefile backfill.control src sql expected \
+tar -C "$repo" -cf - --exclude='*.o' --exclude='*.so' Makefile backfill.control README.md doc src sql expected \
 	test/specs test/expected test/regress.conf test/t | tar -C "$tree" -xf -
 # Debian's pg_config may name the system's paths (13's does): every location is given.
 locations=(PG_CONFIG="$bin/pg_config" PGXS="$pgxs/src/makefiles/pgxs.mk"
