@@ -58,6 +58,29 @@ SELECT backfill_cancel(:job2);
 COMMIT;
 SELECT state FROM backfill_status(:job2);
 
+-- a statement on the control tables that fails while it runs as the extension's owner (here a
+-- trigger refuses the new pause) leaves the caller's user and settings as they were
+CREATE FUNCTION refuse_pause() RETURNS trigger LANGUAGE plpgsql AS
+  $$BEGIN RAISE EXCEPTION 'pause % refused', NEW.pause; END$$;
+CREATE TRIGGER refuse_pause BEFORE UPDATE OF pause ON backfill.jobs
+  FOR EACH ROW WHEN (NEW.pause = '42s') EXECUTE FUNCTION refuse_pause();
+SELECT backfill_start('h', '2024-01-01', '2024-03-01', 'h_src', background => false) AS job3 \gset
+SET search_path = public, pg_temp;
+SELECT try(format('SELECT backfill_set(%s, %L, %L)', :job3, 'pause', '42s'));
+SELECT current_user = session_user AS same_user, current_setting('datestyle') AS datestyle,
+       current_setting('search_path') AS search_path;
+SELECT backfill_set(:job3, 'pause', '2s');
+SELECT pause FROM backfill.jobs WHERE id = :job3;
+BEGIN;
+SELECT backfill_set(:job3, 'pause', '42s');
+ROLLBACK;
+SELECT current_user = session_user AS same_user, current_setting('search_path') AS search_path;
+SELECT backfill_cancel(:job3);
+SELECT state FROM backfill_status(:job3);
+DROP TRIGGER refuse_pause ON backfill.jobs;
+DROP FUNCTION refuse_pause();
+RESET search_path;
+
 RESET datestyle;
 DROP TABLE h, h_src;
 DROP FUNCTION try(text);

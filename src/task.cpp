@@ -4,6 +4,7 @@
 #include "bulk_load.hpp"
 #include "carry_over.hpp"
 #include "guc.hpp"
+#include "lock_keys.hpp"
 #include "plan.hpp"
 #include "source.hpp"
 #include "spi.hpp"
@@ -263,7 +264,7 @@ void create_shadow(const Job &job, const Task &t, const std::optional<catch_up::
               " CHECK " + *f[2]);
 
     control::task_shadow(t, shadow_name(t));
-    control::task_phase(t, "shadow");
+    control::task_phase(t, states::TaskPhase::shadow);
 }
 
 void load_shadow(const Job &job, const Task &t) {
@@ -314,12 +315,7 @@ void load_shadow(const Job &job, const Task &t) {
     guc::pop(tracked);
     guc::pop(level);
     level = guc::push(guc::canonical());
-    control::as_owner([&] {
-        spi::exec("UPDATE backfill.tasks SET rows_before = $3::bigint, rows_after = $4, phase = 'loaded' "
-                  "WHERE job = $1 AND task_no = $2::int",
-                  {spi::bigint_param(t.job), spi::bigint_param(t.no),
-                   spi::text_param(rows_before), spi::bigint_param((int64)rows_after)});
-    });
+    control::task_loaded(t, rows_before, (int64)rows_after);
     guc::pop(level);
 }
 
@@ -393,7 +389,7 @@ void build_indexes(const Job &job, const Task &t) {
         spi::exec("ALTER TABLE " + shadow + " RESET (parallel_workers)");
     carry_over::after_load(oid, t.qualified(), shadow);
     spi::exec("ANALYZE " + shadow);
-    control::task_phase(t, "indexed");
+    control::task_phase(t, states::TaskPhase::indexed);
 }
 
 // The partition's foreign keys (those it inherits from the parent and its own), by name.
@@ -449,8 +445,8 @@ void exchange(const Job &job, const Task &t, const Side &incoming, const Side &o
 
     // One swap at a time per target: a second one waits here, where it blocks no reader, rather
     // than in the lock queue of the parent.
-    spi::exec("SELECT pg_catalog.pg_advisory_xact_lock(1650879595, $1::oid::int)",
-              {spi::oid_param(job.target)});
+    spi::exec("SELECT pg_catalog.pg_advisory_xact_lock($2::int, $1::oid::int)",
+              {spi::oid_param(job.target), spi::bigint_param(lock_keys::kSwap)});
     // The locks DETACH takes from 14 on, in its order (parent, then partition), taken first:
     // writers are stopped for the checks and the last catch-up round, whose source may read the
     // partition, still attached. (Before 14, DETACH takes only SHARE UPDATE EXCLUSIVE on the
