@@ -2,6 +2,7 @@
 #include "pool.hpp"
 
 #include "lock_keys.hpp"
+#include "settings.hpp"
 #include "spi.hpp"
 
 extern "C" {
@@ -9,8 +10,6 @@ extern "C" {
 }
 
 namespace pool {
-
-int max_total_workers = 8;
 
 namespace {
 
@@ -50,7 +49,7 @@ int try_join(const Ticket &t) {
     int taken = -1;
     if (!others_first(t))
         pg::call([&] {
-            for (int slot = 0; slot < max_total_workers && taken < 0; slot++) {
+            for (int slot = 0; slot < settings::max_total_workers && taken < 0; slot++) {
                 LOCKTAG tag;
                 slot_tag(&tag, slot);
                 if (LockAcquire(&tag, ExclusiveLock, true, true) == LOCKACQUIRE_OK)

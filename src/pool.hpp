@@ -9,7 +9,6 @@
 
 namespace pool {
 
-extern int max_total_workers;  // GUC backfill.max_total_workers
 
 // A queued job's place: when it was created (seconds since the epoch, and microseconds).
 struct Ticket {

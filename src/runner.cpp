@@ -4,6 +4,7 @@
 #include "catch_up.hpp"
 #include "control.hpp"
 #include "pool.hpp"
+#include "settings.hpp"
 #include "stray_files.hpp"
 #include "task.hpp"
 #include "throttle.hpp"
@@ -808,7 +809,7 @@ bool Run::join_pool() {
                     id_, pg::fmt("queue: all %1% backfill workers of the server are busy "
                                  "(backfill.max_total_workers); the job starts when one is "
                                  "free, after the jobs created before it",
-                                 pool::max_total_workers));
+                                 settings::max_total_workers));
             });
         queued = true;
         nap(1000);  // a reload may change backfill.max_total_workers

@@ -11,6 +11,7 @@
 #include "report.hpp"
 #include "result_set.hpp"
 #include "runner.hpp"
+#include "settings.hpp"
 #include "source.hpp"
 #include "spi.hpp"
 #include "sql_support.hpp"
@@ -48,22 +49,13 @@ using namespace sql;
 
 namespace {
 
-int max_workers = 4;  // GUC backfill.max_workers
-
-// backfill.maintenance_work_mem: -1, or a value maintenance_work_mem accepts (1MB or more).
-bool check_index_build_mem(int *kb, void **extra, GucSource source) {
-    if (*kb == -1 || *kb >= 1024)
-        return true;
-    GUC_check_errdetail("It must be -1 (use maintenance_work_mem) or at least 1MB.");
-    return false;
-}
-
 // How many workers a job gets: what it asks for, but no more than backfill.max_workers, its
 // number of tasks, or the background worker slots free now; a NOTICE says when it gets fewer.
 int affordable_workers(int requested, int tasks, bool background) {
-    int workers = std::min({requested, max_workers, tasks});
-    std::string why = tasks <= max_workers ? pg::fmt("The range has %1% partitions", tasks)
-                                           : pg::fmt("backfill.max_workers is %1%", max_workers);
+    int workers = std::min({requested, settings::max_workers, tasks});
+    std::string why = tasks <= settings::max_workers
+                          ? pg::fmt("The range has %1% partitions", tasks)
+                          : pg::fmt("backfill.max_workers is %1%", settings::max_workers);
     if (background) {
         // Background processes other than the server's own use max_worker_processes slots.
         int free_slots = std::stoi(*spi::scalar(
@@ -338,24 +330,7 @@ extern "C" {
 
 void _PG_init(void) {
     launch::init();
-    DefineCustomIntVariable("backfill.max_workers",
-                            "Most background workers one backfill job may use.", NULL,
-                            &max_workers, 4, 1, control::kMaxRunners, PGC_SUSET, 0, NULL, NULL,
-                            NULL);
-    DefineCustomIntVariable("backfill.max_total_workers",
-                            "Most background workers all backfill jobs of the server use at once; "
-                            "jobs beyond them queue.",
-                            NULL, &pool::max_total_workers, 8, 1, 1024, PGC_SIGHUP, 0,
-                            NULL, NULL, NULL);
-    DefineCustomIntVariable("backfill.maintenance_work_mem",
-                            "maintenance_work_mem of the index builds of backfill jobs; -1 uses "
-                            "maintenance_work_mem.",
-                            "Shared by a build's parallel participants. A fixed budget keeps a "
-                            "runner's memory the same however large its partitions are; a larger "
-                            "index sort spills to temporary files.",
-                            &task::index_build_mem_kb, 8192, -1, MAX_KILOBYTES, PGC_SIGHUP,
-                            GUC_UNIT_KB, check_index_build_mem, NULL, NULL);
-    MarkGUCPrefixReserved("backfill");
+    settings::define();
     if (process_shared_preload_libraries_in_progress)
         launcher::register_at_startup();
 }

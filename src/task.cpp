@@ -6,6 +6,7 @@
 #include "guc.hpp"
 #include "lock_keys.hpp"
 #include "plan.hpp"
+#include "settings.hpp"
 #include "source.hpp"
 #include "spi.hpp"
 #include "throttle.hpp"
@@ -319,8 +320,6 @@ void load_shadow(const Job &job, const Task &t) {
     guc::pop(level);
 }
 
-int index_build_mem_kb = 8192;
-
 namespace {
 
 // The parallel workers PostgreSQL plans for an index build on a heap of `pages` blocks: none
@@ -342,7 +341,7 @@ int heap_size_index_workers(double pages) {
 // by heap size alone, as for any table that sets it; a partition that sets it keeps its own.
 // Returns whether it set the option, for build_indexes to remove it after the builds.
 bool plan_parallel_index_build(const Job &job, const std::string &shadow, bool has_indexes) {
-    if (!has_indexes || index_build_mem_kb == -1 || workers_fill_cores(job))
+    if (!has_indexes || settings::index_build_mem_kb == -1 || workers_fill_cores(job))
         return false;
     spi::Row facts = spi::exec(
         "SELECT pg_catalog.pg_relation_size(c.oid) / "
@@ -375,8 +374,9 @@ void build_indexes(const Job &job, const Task &t) {
         guc::Settings settings = {{"default_tablespace", *index[5]}};
         if (workers_fill_cores(job))
             settings.push_back({"max_parallel_maintenance_workers", "0"});
-        if (index_build_mem_kb != -1)
-            settings.push_back({"maintenance_work_mem", std::to_string(index_build_mem_kb)});
+        if (settings::index_build_mem_kb != -1)
+            settings.push_back(
+                {"maintenance_work_mem", std::to_string(settings::index_build_mem_kb)});
         int level = guc::push(settings);
         if (index[3])  // backs a PRIMARY KEY, UNIQUE or EXCLUDE constraint: ATTACH needs one too
             spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(name) + " " +

@@ -9,11 +9,6 @@
 
 namespace task {
 
-// GUC backfill.maintenance_work_mem (kB): the maintenance_work_mem of the index builds, shared
-// by a build's parallel participants; a fixed budget keeps a runner's memory the same however
-// large its partitions are. -1 uses maintenance_work_mem, as CREATE INDEX does.
-extern int index_build_mem_kb;
-
 // Names derived from the job and task; short enough for any partition name.
 std::string shadow_name(const control::Task &task);
 std::string kept_name(const control::Task &task);
