@@ -822,11 +822,14 @@ bool Run::join_pool() {
 // Takes one of the job's runner slots (there are `workers` of them). A worker that finds them
 // all taken has nothing to do (the launcher and a resume may both have started one); a session
 // is told who runs the job.
+// In a subtransaction like every other step: go() runs SQL after an error of loop(), which it
+// may do only once the failed statement's subtransaction is rolled back.
 bool Run::claim_slot() {
-    slot_ = control::claim_runner(id_, std::max(job_.workers, 1));
+    book([&] { slot_ = control::claim_runner(id_, std::max(job_.workers, 1)); });
     if (slot_ >= 0 || origin_ == Origin::worker)
         return slot_ >= 0;
-    std::vector<int> pids = control::runner_pids(id_);
+    std::vector<int> pids;
+    book([&] { pids = control::runner_pids(id_); });
     std::string list;
     for (int pid : pids)
         list += (list.empty() ? "" : ", ") + std::to_string(pid);
