@@ -50,7 +50,7 @@ $node->safe_psql('postgres', 'CREATE ROLE app_owner; CREATE ROLE dashboards; CRE
 $node->safe_psql('postgres', 'CREATE EXTENSION pg_cron') if $have_cron;
 # cron.schedule_in_database came with pg_cron 1.4 (PostgreSQL 13's Debian package has 1.3).
 my $cron_in_database = $have_cron && $node->safe_psql('postgres',
-	"SELECT string_to_array(extversion, '.')::int[] >= '{1,4}' FROM pg_extension WHERE extname = 'pg_cron'") eq 't';
+	q{SELECT regexp_match(extversion, '^(\d+)\.(\d+)')::int[] >= '{1,4}' FROM pg_extension WHERE extname = 'pg_cron'}) eq 't';
 
 for my $block (@blocks)
 {
