@@ -125,6 +125,8 @@ private:
         txn::commit();
     }
 
+    const task::Steps &steps() const { return task::steps_for(job_); }
+
     void report(const std::string &activity) {
         if (origin_ != Origin::worker)
             return;
@@ -344,7 +346,7 @@ double Run::lock_attempts(const std::string &what, const std::function<void()> &
 // row by row; the job's runners share the rate.
 void Run::load(const Task &task) {
     if (!job_.max_rows_per_second) {
-        task_step([&] { task::load_shadow(job_, task); }, true);
+        task_step([&] { steps().load_shadow(job_, task, {}); }, true);
         return;
     }
     double rate = *job_.max_rows_per_second / std::max(job_.workers, 1);
@@ -352,14 +354,7 @@ void Run::load(const Task &task) {
         control::set_waiting_on(id_, pg::fmt("rate: loading %1% at most %2% rows per second",
                                              task.qualified(), (int64)rate));
     });
-    throttle::begin_pacing(rate);
-    try {
-        task_step([&] { task::load_shadow(job_, task); }, true);
-    } catch (...) {
-        throttle::end_pacing();
-        throw;
-    }
-    throttle::end_pacing();
+    task_step([&] { steps().load_shadow(job_, task, {rate}); }, true);
     book([&] { control::set_waiting_on(id_, std::nullopt); });
 }
 
@@ -400,7 +395,7 @@ void Run::catch_up(const Task &task, const catch_up::Key &key, double since, dou
         throttle_step();
         double started = txn::now_ms();
         int64 keys = 0;
-        task_step([&] { keys = task::catch_up_round(job_, task, key); });
+        task_step([&] { keys = steps().catch_up_round(job_, task, key); });
         double took = txn::now_ms() - started;
         if (keys <= catch_up::kSmallRound)
             break;
@@ -450,7 +445,7 @@ double Run::catch_up_and_swap(const Task &task, const std::optional<catch_up::Ke
         report(pg::fmt("backfill job %1%: swapping %2%", id_, task.qualified()));
         try {
             return with_lock_retries("swap partition " + task.qualified(),
-                                     [&] { task::swap(job_, task, key); }, &swapped);
+                                     [&] { steps().swap(job_, task, key); }, &swapped);
         } catch (const catch_up::BehindAtSwap &behind) {
             if (txn::now_ms() >= deadline)
                 throw pg::Failure(ERRCODE_OBJECT_IN_USE,
@@ -504,10 +499,10 @@ Outcome Run::run_task_attempts(Task task) {
         try {
             wait_until_replaceable(task);
             catch_up::Mode mode;
-            task_step([&] { mode = task::writes_mode(job_, task); }, true);
+            task_step([&] { mode = steps().writes_mode(job_, task); }, true);
             report(pg::fmt("backfill job %1%: building the shadow of %2%", id_, task.qualified()));
             with_lock_retries("prepare partition " + task.qualified(),
-                              [&] { task::create_shadow(job_, task, mode.key); });
+                              [&] { steps().create_shadow(job_, task, mode.key); });
             task.shadow_name = task::shadow_name(task);
             if (rebuilds > 0)
                 wait_until_quiet(task, std::min(kFirstQuietMs * (1 << std::min(rebuilds - 1, 10)),
@@ -519,12 +514,12 @@ Outcome Run::run_task_attempts(Task task) {
             load(task);
             throttle_step();
             report(pg::fmt("backfill job %1%: indexing the shadow of %2%", id_, task.qualified()));
-            task_step([&] { task::build_indexes(job_, task); });
+            task_step([&] { steps().build_indexes(job_, task); });
             with_lock_retries("add the foreign keys of " + task.qualified(),
-                              [&] { task::add_foreign_keys(job_, task); });
-            task_step([&] { task::validate_foreign_keys(job_, task); });
+                              [&] { steps().add_foreign_keys(job_, task); });
+            task_step([&] { steps().validate_foreign_keys(job_, task); });
             double lock_ms = catch_up_and_swap(task, mode.key, load_started, swapped);
-            task_step([&] { task::retire_old(job_, task, lock_ms); });
+            task_step([&] { steps().retire_old(job_, task, lock_ms); });
             return Outcome::done;
         } catch (...) {
             error = std::current_exception();
@@ -626,7 +621,7 @@ Outcome Run::skip(const Task &task) {
 
 bool Run::clean_up(const Task &task) {
     try {
-        task_step([&] { task::drop_shadow(task); });
+        task_step([&] { steps().drop_shadow(task); });
     } catch (...) {
         log_warning(pg::fmt("backfill job %1%: could not drop the shadow of %2%: %3%; the next "
                             "run drops it",
@@ -636,7 +631,7 @@ bool Run::clean_up(const Task &task) {
     // swap, so that no reader queues behind it.
     try {
         with_lock_retries("drop the write-noting triggers of " + task.qualified(),
-                          [&] { task::drop_write_triggers(task); });
+                          [&] { steps().drop_write_triggers(task); });
         return true;
     } catch (...) {
         log_warning(pg::fmt("backfill job %1%: could not drop the write-noting triggers of %2%: "
@@ -677,7 +672,7 @@ void Run::retire_replaced(const std::vector<Task> &tasks) {
     for (const Task &t : tasks) {
         bool retire_undone = t.phase == std::string("swapped") || (t.old_name && !job_.keep_old);
         if (t.state == "done" && retire_undone)
-            task_step([&] { task::finish_retire(job_, t); }, false, true);
+            task_step([&] { steps().finish_retire(job_, t); }, false, true);
     }
 }
 
@@ -693,9 +688,9 @@ std::string Run::roll_back() {
             report(pg::fmt("backfill job %1%: rolling back %2%", id_, t->qualified()));
             std::exception_ptr error;
             try {
-                task_step([&] { task::prepare_roll_back(job_, *t); });
+                task_step([&] { steps().prepare_roll_back(job_, *t); });
                 with_lock_retries("roll back partition " + t->qualified(),
-                                  [&] { task::swap_back(job_, *t); });
+                                  [&] { steps().swap_back(job_, *t); });
             } catch (const pg::Error &) {
                 error = std::current_exception();
             } catch (const pg::Failure &) {
@@ -713,7 +708,7 @@ std::string Run::roll_back() {
                 return "failed";
             }
         }
-        task_step([&] { task::drop_rolled_back(*t); });
+        task_step([&] { steps().drop_rolled_back(*t); });
     }
     book([&] {
         control::finish_job(id_, "cancelled",
@@ -944,16 +939,17 @@ std::string Run::loop() {
 }  // namespace
 
 void clean_up_cancelled(const Job &job) {
+    const task::Steps &steps = task::steps_for(job);
     for (const Task &t : control::load_tasks(job.id)) {
         if (t.state == "done") {
             if (t.phase == std::string("swapped") || !job.keep_old)
-                task::finish_retire(job, t);
+                steps.finish_retire(job, t);
             continue;
         }
         if (t.state == "running")
             remove_stray_files(t);
-        task::drop_shadow(t);
-        task::drop_write_triggers(t);
+        steps.drop_shadow(t);
+        steps.drop_write_triggers(t);
     }
     control::skip_pending_tasks(job.id);
     control::finish_job(job.id, "cancelled", std::nullopt);

@@ -603,4 +603,68 @@ void drop_kept(const Task &t) {
     control::task_old_retired(t, -1, false);
 }
 
+namespace {
+
+// This server's tables. (Forwards to the step functions above.)
+class LocalSteps final : public Steps {
+public:
+    catch_up::Mode writes_mode(const Job &job, const Task &t) const override {
+        return task::writes_mode(job, t);
+    }
+    void create_shadow(const Job &job, const Task &t,
+                       const std::optional<catch_up::Key> &key) const override {
+        task::create_shadow(job, t, key);
+    }
+    void load_shadow(const Job &job, const Task &t, const Pacing &pacing) const override {
+        if (!pacing.rows_per_second) {
+            task::load_shadow(job, t);
+            return;
+        }
+        throttle::begin_pacing(*pacing.rows_per_second);
+        try {
+            task::load_shadow(job, t);
+        } catch (...) {
+            throttle::end_pacing();
+            throw;
+        }
+        throttle::end_pacing();
+    }
+    void build_indexes(const Job &job, const Task &t) const override {
+        task::build_indexes(job, t);
+    }
+    void add_foreign_keys(const Job &job, const Task &t) const override {
+        task::add_foreign_keys(job, t);
+    }
+    void validate_foreign_keys(const Job &job, const Task &t) const override {
+        task::validate_foreign_keys(job, t);
+    }
+    int64 catch_up_round(const Job &job, const Task &t, const catch_up::Key &key) const override {
+        return task::catch_up_round(job, t, key);
+    }
+    void swap(const Job &job, const Task &t,
+              const std::optional<catch_up::Key> &key) const override {
+        task::swap(job, t, key);
+    }
+    void retire_old(const Job &job, const Task &t, double swap_lock_ms) const override {
+        task::retire_old(job, t, swap_lock_ms);
+    }
+    void drop_shadow(const Task &t) const override { task::drop_shadow(t); }
+    void drop_write_triggers(const Task &t) const override { task::drop_write_triggers(t); }
+    void prepare_roll_back(const Job &job, const Task &t) const override {
+        task::prepare_roll_back(job, t);
+    }
+    void swap_back(const Job &job, const Task &t) const override { task::swap_back(job, t); }
+    void drop_rolled_back(const Task &t) const override { task::drop_rolled_back(t); }
+    void finish_retire(const Job &job, const Task &t) const override {
+        task::finish_retire(job, t);
+    }
+};
+
+}  // namespace
+
+const Steps &steps_for(const Job &) {
+    static const LocalSteps local;
+    return local;
+}
+
 }  // namespace task

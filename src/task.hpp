@@ -84,6 +84,43 @@ void prepare_roll_back(const control::Job &job, const control::Task &task);
 void swap_back(const control::Job &job, const control::Task &task);
 void drop_rolled_back(const control::Task &task);
 
+// How fast the load may write: at most rows_per_second rows a second, unpaced when unset.
+struct Pacing {
+    std::optional<double> rows_per_second;
+};
+
+// The steps of a task as one kind of table carries them out. The runner calls them in the order
+// above, each in a transaction of its own. LocalSteps does them on this server's tables; a table
+// whose partitions live on other servers brings its own, under the same contract.
+class Steps {
+public:
+    virtual ~Steps() = default;
+    virtual catch_up::Mode writes_mode(const control::Job &job, const control::Task &task) const = 0;
+    virtual void create_shadow(const control::Job &job, const control::Task &task,
+                               const std::optional<catch_up::Key> &key) const = 0;
+    virtual void load_shadow(const control::Job &job, const control::Task &task,
+                             const Pacing &pacing) const = 0;
+    virtual void build_indexes(const control::Job &job, const control::Task &task) const = 0;
+    virtual void add_foreign_keys(const control::Job &job, const control::Task &task) const = 0;
+    virtual void validate_foreign_keys(const control::Job &job,
+                                       const control::Task &task) const = 0;
+    virtual int64 catch_up_round(const control::Job &job, const control::Task &task,
+                                 const catch_up::Key &key) const = 0;
+    virtual void swap(const control::Job &job, const control::Task &task,
+                      const std::optional<catch_up::Key> &key) const = 0;
+    virtual void retire_old(const control::Job &job, const control::Task &task,
+                            double swap_lock_ms) const = 0;
+    virtual void drop_shadow(const control::Task &task) const = 0;
+    virtual void drop_write_triggers(const control::Task &task) const = 0;
+    virtual void prepare_roll_back(const control::Job &job, const control::Task &task) const = 0;
+    virtual void swap_back(const control::Job &job, const control::Task &task) const = 0;
+    virtual void drop_rolled_back(const control::Task &task) const = 0;
+    virtual void finish_retire(const control::Job &job, const control::Task &task) const = 0;
+};
+
+// The steps for the job's target.
+const Steps &steps_for(const control::Job &job);
+
 // Does again what the retire step of a done task did not get to (a crash between its swap and
 // its retire): drops the replaced partition, or takes the write-noting triggers off the kept one.
 void finish_retire(const control::Job &job, const control::Task &task);
