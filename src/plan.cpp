@@ -5,6 +5,8 @@
 #include "guc.hpp"
 #include "spi.hpp"
 
+#include <functional>
+
 extern "C" {
 #include "access/relation.h"
 #include "access/table.h"
@@ -66,6 +68,31 @@ RawTarget read_target(Oid target) {
     return raw;
 }
 
+// Runs the cast of a bound (sql: $1 cast, and whether it casts back to the same value) and
+// returns the value in the caller's memory context; lossless says whether it casts back.
+Datum convert_bound(const std::string &sql, const Bound &bound, Oid from_type, Oid key_type,
+                    bool &lossless) {
+    Datum result = (Datum)0;
+    pg::call([&] {
+        Oid argtypes[1] = {from_type};
+        Datum values[1] = {bound.value};
+        if (SPI_execute_with_args(sql.c_str(), 1, argtypes, values, NULL, true, 1) !=
+                SPI_OK_SELECT ||
+            SPI_processed != 1)
+            elog(ERROR, "backfill: bound conversion returned no row");
+        bool isnull;
+        Datum converted = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+                                        &isnull);
+        Datum same = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+        lossless = !isnull && DatumGetBool(same);
+        int16 typlen;
+        bool typbyval;
+        get_typlenbyval(key_type, &typlen, &typbyval);
+        result = SPI_datumTransfer(converted, typbyval, typlen);
+    });
+    return result;
+}
+
 // Converts a caller's bound to the key type in the caller's session; a lossy cast is an error.
 Datum to_key_type(const Bound &bound, Oid key_type, const char *which) {
     if (bound.is_null)
@@ -95,23 +122,7 @@ Datum to_key_type(const Bound &bound, Oid key_type, const char *which) {
     bool lossless = true;
     std::string cause;
     try {
-        pg::call([&] {
-            Oid argtypes[1] = {from_type};
-            Datum values[1] = {bound.value};
-            if (SPI_execute_with_args(sql.c_str(), 1, argtypes, values, NULL, true, 1) !=
-                    SPI_OK_SELECT ||
-                SPI_processed != 1)
-                elog(ERROR, "backfill: bound conversion returned no row");
-            bool isnull;
-            Datum converted = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-                                            &isnull);
-            Datum same = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-            lossless = !isnull && DatumGetBool(same);
-            int16 typlen;
-            bool typbyval;
-            get_typlenbyval(key_type, &typlen, &typbyval);
-            result = SPI_datumTransfer(converted, typbyval, typlen);
-        });
+        result = convert_bound(sql, bound, from_type, key_type, lossless);
     } catch (const pg::Error &e) {
         cause = e.what();
     }
@@ -151,6 +162,53 @@ struct RawPartitions {
 
 int sign(int32 cmp) { return cmp < 0 ? -1 : (cmp > 0 ? 1 : 0); }
 
+// One partition's name, size estimate and bound, compared with [from, to); runs inside pg::call.
+void read_partition(Oid oid, Oid output, FmgrInfo *cmp, Oid collation, Datum from, Datum to,
+                    RawPartition *p) {
+    p->oid = oid;
+    p->relkind = get_rel_relkind(p->oid);
+    p->schema = get_namespace_name(get_rel_namespace(p->oid));
+    p->name = get_rel_name(p->oid);
+    HeapTuple tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(p->oid));
+    if (!HeapTupleIsValid(tuple))
+        elog(ERROR, "backfill: cache lookup failed for relation %u", p->oid);
+    bool isnull;
+    Datum bound = SysCacheGetAttr(RELOID, tuple, Anum_pg_class_relpartbound, &isnull);
+    Form_pg_class form = (Form_pg_class)GETSTRUCT(tuple);
+    p->estimated_rows = form->reltuples < 0 ? 0 : (int64)form->reltuples;
+    ReleaseSysCache(tuple);
+    PartitionBoundSpec *spec =
+        castNode(PartitionBoundSpec, stringToNode(TextDatumGetCString(bound)));
+    p->is_default = spec->is_default;
+    if (p->is_default)
+        return;
+    PartitionRangeDatum *lower = linitial_node(PartitionRangeDatum, spec->lowerdatums);
+    PartitionRangeDatum *upper = linitial_node(PartitionRangeDatum, spec->upperdatums);
+    auto vs = [&](Datum a, Datum b) {
+        return sign(DatumGetInt32(FunctionCall2Coll(cmp, collation, a, b)));
+    };
+    p->lower_infinite = lower->kind != PARTITION_RANGE_DATUM_VALUE;
+    p->upper_infinite = upper->kind != PARTITION_RANGE_DATUM_VALUE;
+    if (p->lower_infinite) {
+        p->lower = pstrdup("MINVALUE");
+        p->lower_vs_from = p->lower_vs_to = -1;
+    } else {
+        Datum lo = castNode(Const, lower->value)->constvalue;
+        p->lower = OidOutputFunctionCall(output, lo);
+        p->lower_vs_from = vs(lo, from);
+        p->lower_vs_to = vs(lo, to);
+    }
+    if (p->upper_infinite) {
+        p->upper = pstrdup("MAXVALUE");
+        p->upper_vs_from = p->upper_vs_to = 1;
+    } else {
+        Datum hi = castNode(Const, upper->value)->constvalue;
+        p->upper = OidOutputFunctionCall(output, hi);
+        p->upper_vs_from = vs(hi, from);
+        p->upper_vs_to = vs(hi, to);
+    }
+}
+
 // Reads every partition's bound and compares it with [from, to) using the key's own ordering.
 RawPartitions read_partitions(Oid target, Oid key_type, Datum from, Datum to) {
     RawPartitions raw{};
@@ -168,48 +226,8 @@ RawPartitions read_partitions(Oid target, Oid key_type, Datum from, Datum to) {
         raw.from_vs_to = sign(DatumGetInt32(FunctionCall2Coll(cmp, collation, from, to)));
         raw.count = desc->nparts;
         raw.items = (RawPartition *)palloc0(sizeof(RawPartition) * (desc->nparts + 1));
-        for (int i = 0; i < desc->nparts; i++) {
-            RawPartition *p = &raw.items[i];
-            p->oid = desc->oids[i];
-            p->relkind = get_rel_relkind(p->oid);
-            p->schema = get_namespace_name(get_rel_namespace(p->oid));
-            p->name = get_rel_name(p->oid);
-            HeapTuple tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(p->oid));
-            if (!HeapTupleIsValid(tuple))
-                elog(ERROR, "backfill: cache lookup failed for relation %u", p->oid);
-            bool isnull;
-            Datum bound = SysCacheGetAttr(RELOID, tuple, Anum_pg_class_relpartbound, &isnull);
-            Form_pg_class form = (Form_pg_class)GETSTRUCT(tuple);
-            p->estimated_rows = form->reltuples < 0 ? 0 : (int64)form->reltuples;
-            ReleaseSysCache(tuple);
-            PartitionBoundSpec *spec =
-                castNode(PartitionBoundSpec, stringToNode(TextDatumGetCString(bound)));
-            p->is_default = spec->is_default;
-            if (p->is_default)
-                continue;
-            PartitionRangeDatum *lower = linitial_node(PartitionRangeDatum, spec->lowerdatums);
-            PartitionRangeDatum *upper = linitial_node(PartitionRangeDatum, spec->upperdatums);
-            p->lower_infinite = lower->kind != PARTITION_RANGE_DATUM_VALUE;
-            p->upper_infinite = upper->kind != PARTITION_RANGE_DATUM_VALUE;
-            if (p->lower_infinite) {
-                p->lower = pstrdup("MINVALUE");
-                p->lower_vs_from = p->lower_vs_to = -1;
-            } else {
-                Datum lo = castNode(Const, lower->value)->constvalue;
-                p->lower = OidOutputFunctionCall(output, lo);
-                p->lower_vs_from = sign(DatumGetInt32(FunctionCall2Coll(cmp, collation, lo, from)));
-                p->lower_vs_to = sign(DatumGetInt32(FunctionCall2Coll(cmp, collation, lo, to)));
-            }
-            if (p->upper_infinite) {
-                p->upper = pstrdup("MAXVALUE");
-                p->upper_vs_from = p->upper_vs_to = 1;
-            } else {
-                Datum hi = castNode(Const, upper->value)->constvalue;
-                p->upper = OidOutputFunctionCall(output, hi);
-                p->upper_vs_from = sign(DatumGetInt32(FunctionCall2Coll(cmp, collation, hi, from)));
-                p->upper_vs_to = sign(DatumGetInt32(FunctionCall2Coll(cmp, collation, hi, to)));
-            }
-        }
+        for (int i = 0; i < desc->nparts; i++)
+            read_partition(desc->oids[i], output, cmp, collation, from, to, &raw.items[i]);
         table_close(rel, NoLock);
     });
     return raw;
@@ -220,20 +238,8 @@ RawPartitions read_partitions(Oid target, Oid key_type, Datum from, Datum to) {
     throw pg::Failure(sqlstate, message, detail, hint);
 }
 
-}  // namespace
-
-Target resolve(Oid target_oid, const Bound &from, const Bound &to,
-               std::vector<Problem> *partition_problems) {
-    RawTarget raw = read_target(target_oid);
-    if (!raw.exists)
-        refuse(pg::fmt("relation with OID %1% does not exist", target_oid), "",
-               "Pass the partitioned table's name, e.g. 'public.events'.",
-               ERRCODE_UNDEFINED_TABLE);
-    Target target;
-    target.oid = target_oid;
-    target.schema = raw.schema;
-    target.name = raw.name;
-    std::string name = target.qualified();
+// Refuses a target backfill cannot replace partitions of, saying what it is.
+void check_target(const RawTarget &raw, const std::string &name) {
     // Not every relation is a table: say what it is.
     const char *kind = raw.relkind == RELKIND_VIEW         ? "view"
                        : raw.relkind == RELKIND_MATVIEW    ? "materialized view"
@@ -267,6 +273,59 @@ Target resolve(Oid target_oid, const Bound &from, const Bound &to,
         refuse(pg::fmt("table %1% is partitioned by an expression", name),
                "backfill supports a partition key that is a plain column.",
                "Backfill a table partitioned by a column.", ERRCODE_FEATURE_NOT_SUPPORTED);
+}
+
+// Checks a partition overlapping [from, to): problem() refuses it at once, or (for
+// backfill_plan) notes it on the partition's row.
+void check_partition(const RawPartition &p, const RawPartitions &parts,
+                     const std::function<void(const std::string &, const std::string &,
+                                              const std::string &, int)> &problem) {
+    std::string pname = spi::qualified(p.schema, p.name);
+    if (p.lower_infinite || p.upper_infinite)
+        problem(pg::fmt("partition %1% is bounded by %2%", pname,
+                       p.lower_infinite ? "MINVALUE" : "MAXVALUE"),
+               "A partition with an unbounded side has no range a source can be asked for.",
+               "Choose a range that leaves this partition out.",
+               ERRCODE_FEATURE_NOT_SUPPORTED);
+    if (p.lower_vs_from < 0 || p.upper_vs_to > 0) {
+        std::string aligned_from = p.lower_vs_from < 0 ? p.lower : parts.from;
+        std::string aligned_to = p.upper_vs_to > 0 ? p.upper : parts.to;
+        problem(pg::fmt("partition %1% only partly overlaps the range [%2%, %3%)", pname,
+                       parts.from, parts.to),
+               pg::fmt("Partition %1% holds [%2%, %3%); backfill replaces whole partitions.",
+                       pname, p.lower, p.upper),
+               pg::fmt("Align the range with the partition bounds, e.g. range_from => '%1%', "
+                       "range_to => '%2%'.",
+                       aligned_from, aligned_to),
+                ERRCODE_INVALID_PARAMETER_VALUE);
+    }
+    if (p.relkind == RELKIND_PARTITIONED_TABLE)
+        problem(pg::fmt("partition %1% is itself partitioned", pname),
+               "Sub-partitioned partitions are not supported yet.",
+               "Backfill the sub-partitioned table itself, with its own range.",
+               ERRCODE_FEATURE_NOT_SUPPORTED);
+    if (p.relkind != RELKIND_RELATION)
+        problem(pg::fmt("partition %1% is not a plain table", pname),
+               "Foreign-table partitions cannot be rebuilt by backfill.",
+               "Choose a range that leaves this partition out.",
+               ERRCODE_WRONG_OBJECT_TYPE);
+}
+
+}  // namespace
+
+Target resolve(Oid target_oid, const Bound &from, const Bound &to,
+               std::vector<Problem> *partition_problems) {
+    RawTarget raw = read_target(target_oid);
+    if (!raw.exists)
+        refuse(pg::fmt("relation with OID %1% does not exist", target_oid), "",
+               "Pass the partitioned table's name, e.g. 'public.events'.",
+               ERRCODE_UNDEFINED_TABLE);
+    Target target;
+    target.oid = target_oid;
+    target.schema = raw.schema;
+    target.name = raw.name;
+    std::string name = target.qualified();
+    check_target(raw, name);
     target.key_column = raw.key_column;
     target.key_type = raw.key_type;
 
@@ -290,45 +349,16 @@ Target resolve(Oid target_oid, const Bound &from, const Bound &to,
         bool overlaps = p.lower_vs_to < 0 && p.upper_vs_from > 0;
         if (!overlaps)
             continue;
-        std::string pname = spi::qualified(p.schema, p.name);
-        // Refused at once, or (for backfill_plan) noted on the partition's row.
         bool refused = false;
-        auto problem = [&](const std::string &message, const std::string &detail,
-                           const std::string &hint, int sqlstate = ERRCODE_INVALID_PARAMETER_VALUE) {
+        check_partition(p, parts, [&](const std::string &message, const std::string &detail,
+                                      const std::string &hint, int sqlstate) {
             if (!partition_problems)
                 refuse(message, detail, hint, sqlstate);
             if (!refused)
                 partition_problems->push_back(
                     Problem{p.oid, pg::Failure(sqlstate, message, detail, hint), false});
             refused = true;
-        };
-        if (p.lower_infinite || p.upper_infinite)
-            problem(pg::fmt("partition %1% is bounded by %2%", pname,
-                           p.lower_infinite ? "MINVALUE" : "MAXVALUE"),
-                   "A partition with an unbounded side has no range a source can be asked for.",
-                   "Choose a range that leaves this partition out.",
-                   ERRCODE_FEATURE_NOT_SUPPORTED);
-        if (p.lower_vs_from < 0 || p.upper_vs_to > 0) {
-            std::string aligned_from = p.lower_vs_from < 0 ? p.lower : parts.from;
-            std::string aligned_to = p.upper_vs_to > 0 ? p.upper : parts.to;
-            problem(pg::fmt("partition %1% only partly overlaps the range [%2%, %3%)", pname,
-                           parts.from, parts.to),
-                   pg::fmt("Partition %1% holds [%2%, %3%); backfill replaces whole partitions.",
-                           pname, p.lower, p.upper),
-                   pg::fmt("Align the range with the partition bounds, e.g. range_from => '%1%', "
-                           "range_to => '%2%'.",
-                           aligned_from, aligned_to));
-        }
-        if (p.relkind == RELKIND_PARTITIONED_TABLE)
-            problem(pg::fmt("partition %1% is itself partitioned", pname),
-                   "Sub-partitioned partitions are not supported yet.",
-                   "Backfill the sub-partitioned table itself, with its own range.",
-                   ERRCODE_FEATURE_NOT_SUPPORTED);
-        if (p.relkind != RELKIND_RELATION)
-            problem(pg::fmt("partition %1% is not a plain table", pname),
-                   "Foreign-table partitions cannot be rebuilt by backfill.",
-                   "Choose a range that leaves this partition out.",
-                   ERRCODE_WRONG_OBJECT_TYPE);
+        });
         target.partitions.push_back(
             {p.oid, p.schema, p.name, p.lower, p.upper, p.estimated_rows, 0});
     }
