@@ -57,20 +57,16 @@ PORT=${PORT:-54343}
 KEEP=${KEEP:-0}
 LIVE_FROM=1000000000   # ids of the rows pgbench inserts start here
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
-export PATH="/usr/lib/postgresql/15/bin:$PATH"   # this major's tools, even with several installed
-
 # shellcheck source=bench/lib.sh
-source "$here/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 die() { echo "hot_partitions: $*" >&2; exit 1; }
-# shellcheck disable=SC2317  # called by lib.sh's EXIT trap
+# shellcheck disable=SC2317  # called by the EXIT trap (test/server.sh)
 stop_extras() {
     [[ -n ${workdir:-} ]] && touch "$workdir/stop"
     [[ -n ${writer_pid:-} ]] && kill "$writer_pid" 2>/dev/null
     true
 }
-# shellcheck disable=SC2034  # read by lib.sh
+# shellcheck disable=SC2034  # read by test/server.sh
 kept_what="server.log, data, pgbench outputs"
 
 check_parameters() {
@@ -82,34 +78,7 @@ check_parameters() {
         die "need 12000 <= ROWS < $LIVE_FROM, RUNS, RATE_LOW and RATE_HIGH > 0"
     ((CLIENTS > 0 && THREADS > 0 && THREADS <= CLIENTS && SLICE > 0 && MAX_RATIO > 0)) ||
         die "need CLIENTS, SLICE, MAX_RATIO > 0 and 0 < THREADS <= CLIENTS"
-    [[ $(id -u) == 0 ]] || die "run as root: it starts a server as postgres (and installs the extension)"
-    bindir=/usr/lib/postgresql/15/bin
-    [[ -x $bindir/initdb && -x $bindir/pgbench ]] || die "PostgreSQL 15 is not installed"
-}
-
-# ---------------------------------------------------------------- the throwaway server
-
-start_server() {
-    workdir=$(mktemp -d /var/tmp/backfill-hot.XXXXXX)
-    chown postgres: "$workdir"
-    chmod 755 "$workdir"
-    trap stop_server EXIT
-    runuser -u postgres -- "$bindir/initdb" -D "$workdir/data" -U postgres --auth=trust --no-sync >/dev/null
-    # The data fits in memory; checkpoints and autovacuum as a production server has them.
-    cat >>"$workdir/data/postgresql.conf" <<EOF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$workdir'
-max_connections = $((CLIENTS + 20))
-shared_buffers = 1GB
-max_wal_size = 4GB
-max_worker_processes = 16
-log_line_prefix = '%m [%p] %b '
-log_lock_waits = on
-EOF
-    runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w start >/dev/null
-    psql_as postgres -c "CREATE DATABASE bench" >/dev/null
-    sql -c "CREATE EXTENSION backfill" >/dev/null
+    require_root_and_pgbench
 }
 
 # ---------------------------------------------------------------- the table and the workload
@@ -262,12 +231,8 @@ column_of() { awk -v c="$1" -v k="$2" '$1 == c { print $k }' "$workdir/results";
 # ---------------------------------------------------------------- main
 
 check_parameters
-if [[ $BUILD == 1 ]]; then
-    progress "building and installing the extension"
-    make -s -C "$repo" >/dev/null
-    make -s -C "$repo" install >/dev/null
-fi
-start_server
+[[ $BUILD != 1 ]] || build_and_install
+start_pgbench_server hot
 create_dataset
 write_scripts
 : >"$workdir/results"

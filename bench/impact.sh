@@ -54,12 +54,8 @@ PORT=${PORT:-54341}
 KEEP=${KEEP:-0}
 SLICE=10   # seconds of each further pgbench run while the job is not done
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
-export PATH="/usr/lib/postgresql/15/bin:$PATH"   # this major's tools, even with several installed
-
 # shellcheck source=bench/lib.sh
-source "$here/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 die() { echo "impact: $*" >&2; exit 1; }
 stop_extras() { [[ -n ${pgbench_pid:-} ]] && kill "$pgbench_pid" 2>/dev/null; true; }
 kept_what="server.log, data, pgbench logs"
@@ -73,37 +69,8 @@ check_parameters() {
         die "need ROWS >= 3660, RATE, CLIENTS, THREADS > 0 and DURATION > WARMUP"
     ((THREADS <= CLIENTS)) || die "THREADS must not exceed CLIENTS"
     [[ $AUTOVACUUM == on || $AUTOVACUUM == off ]] || die "AUTOVACUUM is on or off"
-    [[ $(id -u) == 0 ]] || die "run as root: it starts a server as postgres (and installs the extension)"
-    bindir=/usr/lib/postgresql/15/bin
-    [[ -x $bindir/initdb && -x $bindir/pgbench ]] || die "PostgreSQL 15 is not installed"
+    require_root_and_pgbench
 }
-
-# ---------------------------------------------------------------- the throwaway server
-
-start_server() {
-    workdir=$(mktemp -d /var/tmp/backfill-impact.XXXXXX)
-    chown postgres: "$workdir"
-    chmod 755 "$workdir"
-    trap stop_server EXIT
-    runuser -u postgres -- "$bindir/initdb" -D "$workdir/data" -U postgres --auth=trust --no-sync >/dev/null
-    # The data fits in memory; checkpoints and autovacuum as a production server has them.
-    cat >>"$workdir/data/postgresql.conf" <<EOF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$workdir'
-max_connections = $((CLIENTS + 20))
-shared_buffers = 1GB
-max_wal_size = 4GB
-max_worker_processes = 16
-autovacuum = $AUTOVACUUM
-log_line_prefix = '%m [%p] %b '
-log_lock_waits = on
-EOF
-    runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w start >/dev/null
-    psql_as postgres -c "CREATE DATABASE bench" >/dev/null
-    sql -c "CREATE EXTENSION backfill" >/dev/null
-}
-
 
 # ---------------------------------------------------------------- the table and the workload
 
@@ -266,12 +233,8 @@ backfill_run() {
 # ---------------------------------------------------------------- main
 
 check_parameters
-if [[ $BUILD == 1 ]]; then
-    progress "building and installing the extension"
-    make -s -C "$repo" >/dev/null
-    make -s -C "$repo" install >/dev/null
-fi
-start_server
+[[ $BUILD != 1 ]] || build_and_install
+start_pgbench_server impact "autovacuum = $AUTOVACUUM"
 create_dataset
 write_scripts
 baseline_run

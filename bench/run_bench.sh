@@ -56,14 +56,11 @@ QUIET_WAIT=${QUIET_WAIT:-120}
 PORT=${PORT:-54339}
 KEEP=${KEEP:-0}
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
-export PATH="/usr/lib/postgresql/15/bin:$PATH"   # this major's tools, even with several installed
 COLUMNS_LIST="id, day, customer_id, amount, status, payload"
 HZ=$(getconf CLK_TCK)
 
 # shellcheck source=bench/lib.sh
-source "$here/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 die() { echo "run_bench: $*" >&2; exit 1; }
 seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }   # calc FORMAT EXPRESSION
@@ -85,47 +82,35 @@ check_parameters() {
 
 ensure_postgres() {
     if ! command -v pg_config >/dev/null || [[ ! -x $(pg_config --bindir)/initdb ]]; then
-        [[ -x $repo/test/install_deps.sh ]] || die "PostgreSQL 15 is not installed"
+        [[ -x $repo/test/install_deps.sh ]] || die "PostgreSQL $PG_MAJOR is not installed"
         "$repo/test/install_deps.sh"
     fi
-    bindir=$(pg_config --bindir)
 }
 
 # Builds and installs the extension, and keeps a copy of its library that the benchmark's
 # server loads (see start_server): the library in $libdir may be replaced by any later
 # `make install`, and a run must not switch code halfway.
 build_extension() {
-    progress "building and installing the extension"
-    make -s -C "$repo" >/dev/null
-    make -s -C "$repo" install >/dev/null
+    build_and_install
     mkdir -p "$workdir/lib"
     cp "$(pg_config --pkglibdir)/backfill.so" "$workdir/lib/"
 }
 
-make_workdir() {
-    workdir=$(mktemp -d /var/tmp/backfill-bench.XXXXXX)
-    chown postgres: "$workdir"
-    trap stop_server EXIT
-}
+make_workdir() { bench_workdir bench; }
 
 # ---------------------------------------------------------------- the throwaway server
 
 start_server() {
-    runuser -u postgres -- "$bindir/initdb" -D "$workdir/data" -U postgres --auth=trust \
-        --no-sync >/dev/null
+    server_init
     # Sized for a benchmark: the data fits in memory, no checkpoint is forced by WAL volume
     # or time during a variant (each starts after its own CHECKPOINT), commits are durable as
     # in production. Autovacuum is off because it would wake at random on the freshly loaded
     # partitions and make a swap wait behind it: noise, the same for every variant at best.
     cat >>"$workdir/data/postgresql.conf" <<EOF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$workdir'
 shared_buffers = 1GB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
 synchronous_commit = on
-max_worker_processes = 16
 max_locks_per_transaction = 256     # dropping a table of $SMALL_PARTITIONS partitions at once
 autovacuum = off
 log_line_prefix = '%m [%p] %b '
@@ -135,11 +120,9 @@ EOF
     tr ';' '\n' <<<"$PG_SETTINGS" >>"$workdir/data/postgresql.conf"   # later lines win
     [[ -z $INDEX_MEM ]] ||
         echo "backfill.maintenance_work_mem = '$INDEX_MEM'" >>"$workdir/data/postgresql.conf"
-    runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w \
-        start >/dev/null
+    server_start
     postmaster=$(head -n 1 "$workdir/data/postmaster.pid")
-    psql_as postgres -c "CREATE DATABASE bench" >/dev/null
-    sql -c "CREATE EXTENSION backfill" -f "$here/sql/watch.sql" >/dev/null
+    create_bench_db -f "$here/sql/watch.sql"
     # The functions name '$libdir/backfill', which dynamic_library_path does not apply to: make
     # them name the library as the background workers do, so that both load the copy.
     sql -c "UPDATE pg_proc SET probin = 'backfill' WHERE probin = '\$libdir/backfill'" >/dev/null

@@ -22,33 +22,16 @@ BUILD=${BUILD:-1}
 PORT=${PORT:-54344}
 KEEP=${KEEP:-0}
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo=$(dirname "$here")
-export PATH="/usr/lib/postgresql/15/bin:$PATH"
-bindir=/usr/lib/postgresql/15/bin
-
 # shellcheck source=bench/lib.sh
-source "$here/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ $(id -u) == 0 ]] || { echo "statement_entries: run as root" >&2; exit 1; }
-if [[ $BUILD == 1 ]]; then
-    progress "building and installing the extension"
-    make -s -C "$repo" install >/dev/null
-fi
+[[ $BUILD != 1 ]] || build_and_install
 
-workdir=$(mktemp -d /var/tmp/backfill-statements.XXXXXX)
-chown postgres: "$workdir"
-trap stop_server EXIT
-runuser -u postgres -- "$bindir/initdb" -D "$workdir/data" -U postgres --auth=trust --no-sync >/dev/null
-cat >>"$workdir/data/postgresql.conf" <<EOF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$workdir'
-max_worker_processes = 16
-shared_preload_libraries = 'pg_stat_statements'
-EOF
-runuser -u postgres -- "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w start >/dev/null
-psql_as postgres -c 'CREATE DATABASE bench'
-sql -c 'CREATE EXTENSION backfill; CREATE EXTENSION pg_stat_statements'
+bench_workdir statements
+server_init
+echo "shared_preload_libraries = 'pg_stat_statements'" >>"$workdir/data/postgresql.conf"
+server_start
+create_bench_db -c 'CREATE EXTENSION pg_stat_statements'
 
 entries_of_job() {
     local table=$1 months=$2 to job state

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A backfill from start to finish on a throwaway server, on Debian 12 (as root):
-# installs PostgreSQL 15 and the build tools, builds and installs the extension, starts a private
-# server in a temporary directory, fills a 12-partition table with 200,000 rows, recomputes all
-# of 2024 from a view that corrects them, shows the job's progress every second, checks that the
-# table now equals the view, and removes the server again.
+# installs PostgreSQL (PG_MAJOR of test/common.sh) and the build tools, builds and installs the
+# extension, starts a private server in a temporary directory (test/server.sh), fills a
+# 12-partition table with 200,000 rows, recomputes all of 2024 from a view that corrects them,
+# shows the job's progress every second, checks that the table now equals the view, and removes
+# the server again.
 #
 # Environment: BACKFILL_DEMO_PORT (default 54329; the socket is private, so any port works),
-#              BACKFILL_DEMO_ROWS (default 200000).
+#              BACKFILL_DEMO_ROWS (default 200000), KEEP=1 (keep the server's directory).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,27 +20,13 @@ source "$repo/test/common.sh"
 say "installing dependencies"
 "$repo/test/install_deps.sh"
 
-tmp=$(mktemp -d /tmp/backfill-demo.XXXXXX)
-data="$tmp/data"
-server_started=0
+# The throwaway server (test/server.sh): stopped and its directory removed on exit, whatever
+# happens.
+# shellcheck source=test/server.sh
+source "$repo/test/server.sh"
+server_setup /tmp/backfill-demo "$port"
+tmp=$server_dir
 
-server_home=$tmp   # for as_server_user
-
-# Whatever happens, stop the server we started and remove its directory.
-# shellcheck disable=SC2317  # called by the EXIT trap
-cleanup() {
-	if ((server_started)); then
-		as_server_user pg_ctl -D "$data" -m fast -w stop >/dev/null 2>&1 ||
-			as_server_user pg_ctl -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
-	fi
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if ((is_root)); then
-	chown postgres: "$tmp"
-fi
 # The server user may not be able to enter the checkout (e.g. under /root).
 cd "$tmp"
 
@@ -53,21 +40,9 @@ fi
 echo "installed $(pg_config --pkglibdir)/backfill.so"
 
 say "starting a throwaway server in $tmp (port $port, unix socket only)"
-as_server_user initdb -D "$data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 --no-sync \
-	>"$tmp/initdb.log" 2>&1 || { cat "$tmp/initdb.log"; exit 1; }
-cat >>"$data/postgresql.conf" <<EOF
-# throwaway demo server: private socket, no TCP
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$tmp'
-max_worker_processes = 16
-fsync = off
-EOF
-server_started=1
-if ! as_server_user pg_ctl -D "$data" -l "$tmp/server.log" -w -t 60 start >/dev/null; then
-	cat "$tmp/server.log"
-	exit 1
-fi
+server_init
+echo "fsync = off" >>"$tmp/data/postgresql.conf"
+server_start
 echo "server up: $(as_server_user psql -X -At -h "$tmp" -p "$port" -U postgres -d postgres -c 'SELECT version()')"
 
 # psql against the demo server; stops at the first error.
@@ -170,6 +145,4 @@ if [[ $state == "done" && $same == t && $indexes == 24 ]]; then
 	exit 0
 fi
 echo "FAIL: job $job is '$state', events equals source: $same, partition indexes: $indexes (want 24)"
-echo "--- server log (last 50 lines)"
-tail -n 50 "$tmp/server.log"
-exit 1
+exit 1   # the EXIT trap shows the server log's last lines

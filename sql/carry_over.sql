@@ -115,6 +115,15 @@ $$;
 CREATE TEMP TABLE before AS
   SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
          LATERAL partition_properties(p.relname::regclass) pp;
+-- the properties that differ from before, either way: what the partitions of that name have now
+CREATE TEMP VIEW properties_changed AS
+(SELECT * FROM before EXCEPT
+ SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
+        LATERAL partition_properties(p.relname::regclass) pp)
+UNION ALL
+(SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
+        LATERAL partition_properties(p.relname::regclass) pp
+ EXCEPT SELECT * FROM before);
 
 -- Before each step the probe notes what a grantee of the partition could read of each shadow:
 -- none of its rows before the shadow has the partition's row-level security too.
@@ -140,13 +149,7 @@ SELECT loaded, row_security, reader_may_select, count(*) AS probes
 
 -- every property is the same on the new partitions: nothing is missing, nothing new
 SELECT relname, count(*) AS properties FROM before GROUP BY 1 ORDER BY 1;
-(SELECT * FROM before EXCEPT
- SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
-        LATERAL partition_properties(p.relname::regclass) pp)
-UNION ALL
-(SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
-        LATERAL partition_properties(p.relname::regclass) pp
- EXCEPT SELECT * FROM before);
+SELECT * FROM properties_changed;
 -- the parent's foreign key is attached (not a second copy), the local one stays local
 SELECT conname, conparentid <> 0 AS from_parent, convalidated
   FROM pg_constraint WHERE conrelid = 'co_01'::regclass AND contype = 'f' ORDER BY 1;
@@ -165,13 +168,7 @@ SELECT c.relname, count(r.prpubid) AS publications
 SELECT backfill_rollback(:job);
 CALL backfill_run(:job);
 SELECT state, last_error FROM backfill_status(:job);
-(SELECT * FROM before EXCEPT
- SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
-        LATERAL partition_properties(p.relname::regclass) pp)
-UNION ALL
-(SELECT p.relname, pp.* FROM (VALUES ('co_01'), ('co_02')) p (relname),
-        LATERAL partition_properties(p.relname::regclass) pp
- EXCEPT SELECT * FROM before);
+SELECT * FROM properties_changed;
 SELECT count(*) AS corrected_rows FROM (SELECT id, day, cust, amount FROM co INTERSECT SELECT * FROM co_src) d;
 SELECT pubname, prrelid::regclass FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
  WHERE p.pubname LIKE 'bf_co_%' ORDER BY 1, 2;
@@ -184,5 +181,6 @@ DROP SCHEMA bf_co_elsewhere;
 DROP TABLESPACE bf_co_space;
 DROP FUNCTION co_audit_row();
 DROP FUNCTION co_probe();
+DROP VIEW properties_changed;
 DROP FUNCTION partition_properties(regclass);
 DROP ROLE "bf part owner", "bf reader";

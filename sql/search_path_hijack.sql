@@ -36,36 +36,27 @@ CREATE TABLE evil.calls (who text, what text);
 GRANT INSERT ON evil.calls TO PUBLIC;
 CREATE FUNCTION evil.noted(what text) RETURNS void LANGUAGE sql
     AS $$ INSERT INTO evil.calls VALUES (pg_catalog."current_user"(), what) $$;
-CREATE FUNCTION evil.eq_bigint(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('= bigint'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
-CREATE OPERATOR evil.= (FUNCTION = evil.eq_bigint, LEFTARG = bigint, RIGHTARG = bigint);
-CREATE FUNCTION evil.eq_int(int, int) RETURNS boolean LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('= int'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
-CREATE OPERATOR evil.= (FUNCTION = evil.eq_int, LEFTARG = int, RIGHTARG = int);
-CREATE FUNCTION evil.eq_oid(oid, oid) RETURNS boolean LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('= oid'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
-CREATE OPERATOR evil.= (FUNCTION = evil.eq_oid, LEFTARG = oid, RIGHTARG = oid);
-CREATE FUNCTION evil.eq_text(text, text) RETURNS boolean LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('= text'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
-CREATE OPERATOR evil.= (FUNCTION = evil.eq_text, LEFTARG = text, RIGHTARG = text);
-CREATE FUNCTION evil.eq_name(name, name) RETURNS boolean LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('= name'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
-CREATE OPERATOR evil.= (FUNCTION = evil.eq_name, LEFTARG = name, RIGHTARG = name);
-CREATE FUNCTION evil.eq_date(date, date) RETURNS boolean LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('= date'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
-CREATE OPERATOR evil.= (FUNCTION = evil.eq_date, LEFTARG = date, RIGHTARG = date);
-CREATE FUNCTION evil.ge_date(date, date) RETURNS boolean LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('>= date'); RETURN $1 OPERATOR(pg_catalog.>=) $2; END $$;
-CREATE OPERATOR evil.>= (FUNCTION = evil.ge_date, LEFTARG = date, RIGHTARG = date);
-CREATE FUNCTION evil.lt_date(date, date) RETURNS boolean LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('< date'); RETURN $1 OPERATOR(pg_catalog.<) $2; END $$;
-CREATE OPERATOR evil.< (FUNCTION = evil.lt_date, LEFTARG = date, RIGHTARG = date);
-CREATE FUNCTION evil.ne_char("char", "char") RETURNS boolean LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('<> char'); RETURN $1 OPERATOR(pg_catalog.<>) $2; END $$;
-CREATE OPERATOR evil.<> (FUNCTION = evil.ne_char, LEFTARG = "char", RIGHTARG = "char");
-CREATE FUNCTION evil.concat_text(text, text) RETURNS text LANGUAGE plpgsql AS
-    $$ BEGIN PERFORM evil.noted('|| text'); RETURN $1 OPERATOR(pg_catalog.||) $2; END $$;
-CREATE OPERATOR evil.|| (FUNCTION = evil.concat_text, LEFTARG = text, RIGHTARG = text);
+-- operators named like pg_catalog's: each notes its call, then does what pg_catalog's does
+DO $plant$
+DECLARE
+    o record;
+BEGIN
+    FOR o IN SELECT * FROM (VALUES
+            ('eq_bigint', '=', 'bigint', 'boolean'), ('eq_int', '=', 'int', 'boolean'),
+            ('eq_oid', '=', 'oid', 'boolean'), ('eq_text', '=', 'text', 'boolean'),
+            ('eq_name', '=', 'name', 'boolean'), ('eq_date', '=', 'date', 'boolean'),
+            ('ge_date', '>=', 'date', 'boolean'), ('lt_date', '<', 'date', 'boolean'),
+            ('ne_char', '<>', '"char"', 'boolean'), ('concat_text', '||', 'text', 'text'))
+            v (fn, op, arg, result) LOOP
+        EXECUTE format('CREATE FUNCTION evil.%I(%s, %s) RETURNS %s LANGUAGE plpgsql AS '
+                       '$$ BEGIN PERFORM evil.noted(%L); '
+                       'RETURN $1 OPERATOR(pg_catalog.%s) $2; END $$',
+                       o.fn, o.arg, o.arg, o.result, o.op || ' ' || replace(o.arg, '"', ''), o.op);
+        EXECUTE format('CREATE OPERATOR evil.%s (FUNCTION = evil.%I, LEFTARG = %s, RIGHTARG = %s)',
+                       o.op, o.fn, o.arg, o.arg);
+    END LOOP;
+END
+$plant$;
 CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql AS
     $$ BEGIN PERFORM evil.noted('now()'); RETURN pg_catalog.now(); END $$;
 CREATE FUNCTION evil.lower(text) RETURNS text LANGUAGE plpgsql AS

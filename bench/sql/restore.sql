@@ -7,14 +7,8 @@
 SET client_min_messages = warning;
 DROP TABLE IF EXISTS :"tbl";
 
-CREATE TABLE :"tbl" (
-    id          bigint        NOT NULL,
-    day         date          NOT NULL,
-    customer_id int           NOT NULL,
-    amount      numeric(12,2) NOT NULL,
-    status      text          NOT NULL,
-    payload     text
-) PARTITION BY RANGE (day);
+-- :orig's columns (bench/sql/dataset.sql defines them), NOT NULL included
+CREATE TABLE :"tbl" (LIKE :"orig") PARTITION BY RANGE (day);
 
 -- Partition -1 lies before the range; 0 .. parts-1 are the range.
 SELECT format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',

@@ -25,49 +25,33 @@ create_events($node, 24000);
 my @partitions = month_partitions();
 my $gate_key = 4242;
 
-$node->safe_psql(
-	'postgres', qq{
-CREATE FUNCTION gate(d date) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS \$\$
-BEGIN
-    IF d >= '2024-03-01' AND d < '2024-04-01' THEN
-        PERFORM pg_advisory_xact_lock_shared($gate_key);
-    END IF;
-    RETURN true;
-END
-\$\$;
-CREATE VIEW gated AS SELECT amount * 5 AS amount, day, id FROM raw WHERE gate(day);
-});
+create_gate($node, $gate_key);
 
 my $catalog_before = catalog_snapshot($node);
-
-# Holds the gate shut in a session of its own; returns that session.
-sub close_gate
-{
-	my $session = $node->background_psql('postgres');
-	$session->query_safe("SELECT pg_advisory_lock($gate_key)");
-	return $session;
-}
-
-# Polls until the worker of a job waits at the gate.
-sub wait_at_gate
-{
-	return $node->poll_query_until(
-		'postgres', qq{
-SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE a.backend_type = 'backfill worker' AND l.locktype = 'advisory'
-  AND l.objid = $gate_key AND NOT l.granted}, '1');
-}
 
 # When a case failed and left its job live, cancels it so that the next case can start a job on
 # the same table (one live job per target). A no-op when the job finished.
 sub cancel_if_live
 {
 	my ($job) = @_;
-	my $state = $node->safe_psql('postgres', "SELECT state FROM backfill_status($job)");
+	my $state = job_state($node, $job);
 	return if $state =~ /^(done|failed|cancelled)$/;
 	diag("job $job is still $state: cancelling it so that the next case can run");
 	$node->safe_psql('postgres', "SELECT backfill_cancel($job)");
 	$node->safe_psql('postgres', "SELECT backfill_wait($job, '30s')");
+}
+
+# Resumes a job whose task 3 was interrupted; it must end done ($done_name) with every task
+# done once and task 3 twice, against $snapshot (the table before the job).
+sub resume_after_task_3
+{
+	my ($job, $snapshot, $done_name) = @_;
+	$node->safe_psql('postgres', "SELECT backfill_resume($job)");
+	is(wait_job($node, $job), 'done', $done_name);
+	is( tasks_actual($node, $job),
+		tasks_expected($node, "TABLE $snapshot", 'TABLE raw', 'parts.events_2024_03' => 2),
+		'every task done once: attempts 1, except the interrupted task 3 (attempts 2)');
+	return;
 }
 
 my $expected_gated = q{SELECT id, day, amount * 5, 'fresh'::text, amount * 10 FROM raw};
@@ -78,15 +62,13 @@ is(join(', ', orphan_files($node)), '',
 # =============================================================================================
 # 1. kill -9 of the worker inside task 3, a job with keep_old => true and pause => '1s'.
 $node->safe_psql('postgres', 'CREATE TABLE snap_a AS TABLE events');
-my $gate = close_gate();
+my $gate = close_gate($node, $gate_key);
 my $job = $node->safe_psql('postgres',
 	q{SELECT backfill_start('events', '2024-01-01', '2025-01-01', 'gated', pause => '1s', keep_old => true)});
-ok(wait_at_gate(), "job $job: the worker waits at the gate, inside task 3");
+ok(wait_at_gate($node, $gate_key), "job $job: the worker waits at the gate, inside task 3");
 is(task_states($node, $job), 'done:1 done:1 running:1' . ' pending:0' x 9,
 	'tasks 1 and 2 are done, task 3 is running');
-is( $node->safe_psql(
-		'postgres',
-		"SELECT phase || ' ' || shadow_name FROM backfill.tasks WHERE job = $job AND task_no = 3"),
+is(task_phase($node, $job, 3),
 	"shadow bf_shadow_${job}_3",
 	'task 3 is loading its shadow (created and committed) when the worker is killed');
 
@@ -95,7 +77,7 @@ like($pid, qr/^\d+$/, "the worker of job $job is process $pid");
 kill9_and_wait_for_recovery($node, $pid);
 $gate->quit;
 
-is($node->safe_psql('postgres', "SELECT state FROM backfill.jobs WHERE id = $job"),
+is(stored_job_state($node, $job),
 	'running', 'after the crash the job row still says running');
 is( $node->safe_psql(
 		'postgres', "SELECT state || ' / ' || waiting_on FROM backfill_status($job)"),
@@ -125,12 +107,7 @@ ok(scalar(@orphans_after_crash) > 0, 'the killed load left the files of its TRUN
 is(join(', ', grep { /^(\d+)/; $1 < $files_from } @orphans_after_crash), '',
 	'after the crash (before resume), the only data files without a relation are the load\'s');
 
-$node->safe_psql('postgres', "SELECT backfill_resume($job)");
-is(wait_job($node, $job),
-	'done', "after backfill_resume($job), backfill_wait returns done");
-is( tasks_actual($node, $job),
-	tasks_expected($node, 'TABLE snap_a', 'TABLE raw', 'parts.events_2024_03' => 2),
-	'every task done once: attempts 1, except the interrupted task 3 (attempts 2)');
+resume_after_task_3($job, 'snap_a', "after backfill_resume($job), backfill_wait returns done");
 is(table_equals($node, 'TABLE events', $expected_gated), '0|0', 'events equals the source');
 is(catalog_snapshot($node), $catalog_before, 'every partition property carried over');
 is( $node->safe_psql(
@@ -172,10 +149,10 @@ $node->safe_psql('postgres',
 # 2. pg_terminate_backend of the worker inside task 3: the worker stops at a safe point.
 $node->safe_psql('postgres', 'CREATE TABLE snap_b AS TABLE events');
 my $source_b = q{SELECT id, day, amount + 11 AS amount FROM raw WHERE day >= $1 AND day < $2 AND gate(day)};
-$gate = close_gate();
+$gate = close_gate($node, $gate_key);
 $job = $node->safe_psql('postgres',
 	qq{SELECT backfill_start('events', '2024-01-01', '2025-01-01', \$src\$$source_b\$src\$)});
-ok(wait_at_gate(), "job $job: the worker waits at the gate, inside task 3");
+ok(wait_at_gate($node, $gate_key), "job $job: the worker waits at the gate, inside task 3");
 $pid = worker_pid($node);
 is($node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)"),
 	't', "pg_terminate_backend($pid)");
@@ -188,7 +165,7 @@ is( $node->safe_psql(
 		'postgres', "SELECT state, last_error LIKE 'interrupted%' FROM backfill_status($job)"),
 	'paused|t',
 	"the job is paused, last_error says 'interrupted'");
-is($node->safe_psql('postgres', "SELECT state FROM backfill.jobs WHERE id = $job"),
+is(stored_job_state($node, $job),
 	'paused', 'the job row itself says paused');
 is(task_states($node, $job), 'done:1 done:1 pending:1' . ' pending:0' x 9,
 	'tasks 1 and 2 are done, task 3 went back to pending');
@@ -205,17 +182,9 @@ is( table_equals(
 	'0|0',
 	'partitions from task 3 on are unchanged');
 
-$node->safe_psql('postgres', "SELECT backfill_resume($job)");
-is(wait_job($node, $job),
-	'done', 'after the resume the job is done');
-is( tasks_actual($node, $job),
-	tasks_expected($node, 'TABLE snap_b', 'TABLE raw', 'parts.events_2024_03' => 2),
-	'every task done once: attempts 1, except the interrupted task 3 (attempts 2)');
-is( table_equals(
-		$node, 'TABLE events',
-		q{SELECT id, day, amount + 11, 'fresh'::text, (amount + 11) * 2 FROM raw}),
-	'0|0',
-	'events equals the source');
+resume_after_task_3($job, 'snap_b', 'after the resume the job is done');
+is(table_equals($node, 'TABLE events', events_recomputed('amount + 11')),
+	'0|0', 'events equals the source');
 is(leftover_relations($node, $job), '', 'no shadow or old partition left');
 is(catalog_snapshot($node), $catalog_before, 'every partition property carried over');
 
@@ -367,14 +336,14 @@ $node->safe_psql('postgres', 'CREATE INDEX events_gated_idx ON events ((gate(day
 kill_inside_step(
 	name => 'kill -9 while indexing',
 	step => 'building the indexes of its shadow',
-	hold => \&close_gate,
+	hold => sub { close_gate($node, $gate_key) },
 	held => sub {
 		worker_waits_for("l.locktype = 'advisory' AND l.objid = $gate_key");
 	},
 	source   => q{SELECT id, day, amount - 1 AS amount FROM raw WHERE day >= $1 AND day < $2},
 	options  => '',
 	task_row => 'running loaded bf_shadow_%JOB%_3',
-	expected => q{SELECT id, day, amount - 1, 'fresh'::text, (amount - 1) * 2 FROM raw},);
+	expected => events_recomputed('amount - 1'),);
 $node->safe_psql('postgres', 'DROP INDEX events_gated_idx');
 
 # 5a. Held in create_shadow, waiting for the partition's lock (a writer holds it); with
@@ -390,7 +359,7 @@ kill_inside_step(
 	source   => q{SELECT id, day, amount + 2 AS amount FROM raw WHERE day >= $1 AND day < $2},
 	options  => q{, lock_timeout => '1h'},
 	task_row => 'running - -',
-	expected => q{SELECT id, day, amount + 2, 'fresh'::text, (amount + 2) * 2 FROM raw});
+	expected => events_recomputed('amount + 2'));
 
 # 5b. Held in create_shadow after the shadow table is created, before that step commits: the
 # step ends by recording the shadow's name in the task's control row, which a second session
@@ -418,7 +387,7 @@ kill_inside_step(
 	source   => q{SELECT id, day, amount + 3 AS amount FROM raw WHERE day >= $1 AND day < $2},
 	options  => q{, lock_timeout => '1h'},
 	task_row => 'running - -',
-	expected => q{SELECT id, day, amount + 3, 'fresh'::text, (amount + 3) * 2 FROM raw},);
+	expected => events_recomputed('amount + 3'),);
 
 $node->stop;
 done_testing();

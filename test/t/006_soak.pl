@@ -88,24 +88,10 @@ my $partitions_before = partition_list();
 is(scalar(split /\n/, $partitions_before), $partitions, "days has $partitions partitions");
 is(join(', ', orphan_files($node)), '', 'before any job, every data file belongs to a relation');
 
-# The pids of the backfill workers now.
-sub worker_pids
-{
-	return split /\n/,
-	  $node->safe_psql('postgres',
-		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'backfill worker' ORDER BY pid");
-}
-
-sub job_state
-{
-	my ($job) = @_;
-	return $node->safe_psql('postgres', "SELECT state FROM backfill.jobs WHERE id = $job");
-}
-
 sub ended
 {
 	my ($job) = @_;
-	return job_state($job) =~ /^(done|failed|cancelled)$/;
+	return stored_job_state($node, $job) =~ /^(done|failed|cancelled)$/;
 }
 
 # Waits until one worker runs the job (returns its pid) or the job has ended (returns undef).
@@ -118,7 +104,7 @@ sub running_worker
 	my $deadline = time() + $PostgreSQL::Test::Utils::timeout_default;
 	while (time() < $deadline)
 	{
-		my @pids = worker_pids();
+		my @pids = worker_pids($node);
 		$two_workers_seen++ if @pids > 1;
 		return $pids[0] if @pids == 1 && !ended($job);
 		return undef if ended($job);

@@ -67,18 +67,6 @@ CREATE EVENT TRIGGER hold_swap ON ddl_command_end WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION hold_swap();
 });
 
-# Polls until the job has ended (whoever runs it); returns its state. Unlike wait_job, it does
-# not give up on a job that no process runs for a moment (the launcher is about to start one).
-sub wait_until_ended
-{
-	my ($job) = @_;
-	$node->poll_query_until('postgres',
-		"SELECT state IN ('done', 'failed', 'cancelled') FROM backfill.jobs WHERE id = $job")
-	  or diag("job $job did not end: "
-		  . $node->safe_psql('postgres', "SELECT row_to_json(s) FROM backfill_status($job) s"));
-	return wait_job($node, $job, 60);
-}
-
 # After a kill: the job either resumes by itself (preloaded: the launcher says so in the log)
 # or shows paused and is resumed by hand. Then it must finish and be exactly right.
 sub recover_and_check
@@ -104,7 +92,7 @@ sub recover_and_check
 		$c{after_recovery}->() if $c{after_recovery};
 		$node->safe_psql('postgres', "SELECT backfill_resume($job)");
 	}
-	is(wait_until_ended($job), 'done', "$name: the job ends done");
+	is(wait_until_ended($node, $job), 'done', "$name: the job ends done");
 	is(tasks_actual($node, $job), tasks_expected($node, 'TABLE snap', 'TABLE raw', %{ $c{attempts} }),
 		"$name: every task done once (" . ($c{attempts_text} // 'attempts 1 each')
 		  . '), rows_before and rows_after right, swap_lock_ms > 0');
@@ -158,10 +146,7 @@ sub kill_in_swap
 
 	my $job = start_job("SELECT id, day, amount + $round AS amount FROM raw WHERE day >= \$1 AND day < \$2", '');
 	my $pid = worker_pid($node);
-	ok( $node->poll_query_until(
-			'postgres', qq{
-SELECT count(*) FROM pg_locks WHERE pid = $pid AND locktype = 'advisory' AND objid = $gate_key
-   AND NOT granted}, '1'),
+	ok(wait_at_gate($node, $gate_key, $pid),
 		"$name: job $job: the worker waits at the gate inside its swap of task 3");
 	is( $node->safe_psql(
 			'postgres', qq{
@@ -171,10 +156,7 @@ SELECT mode FROM pg_locks WHERE pid = $pid AND granted AND locktype = 'relation'
 		"$name: the swap transaction is open, holding ACCESS EXCLUSIVE on events");
 	is(task_states($node, $job), 'done:1 done:1 running:1' . ' pending:0' x 9,
 		"$name: tasks 1 and 2 are done, task 3 is running");
-	is( $node->safe_psql(
-			'postgres',
-			"SELECT phase || ' ' || shadow_name FROM backfill.tasks WHERE job = $job AND task_no = 3"),
-		"indexed bf_shadow_${job}_3",
+	is(task_phase($node, $job, 3), "indexed bf_shadow_${job}_3",
 		"$name: task 3 has built its shadow and is swapping it in (uncommitted)");
 
 	my $log_offset = kill9_and_wait_for_recovery($node, $pid, $name);
@@ -206,7 +188,7 @@ JOIN pg_inherits i ON i.inhrelid = c.oid WHERE c.oid = 'parts.events_2024_03'::r
 		},
 		attempts       => \%attempts,
 		attempts_text  => 'attempts 1, 2 for task 3 whose swap was killed',
-		expected       => "SELECT id, day, amount + $round, 'fresh'::text, (amount + $round) * 2 FROM raw",
+		expected       => events_recomputed("amount + $round"),
 		catalog_before => $catalog_before);
 	return;
 }
@@ -253,7 +235,7 @@ sub kill_in_pause
 			$node->safe_psql('postgres', "SELECT backfill_set($job, 'pause', '0s')");
 		},
 		attempts       => {},
-		expected       => "SELECT id, day, amount + $round, 'fresh'::text, (amount + $round) * 2 FROM raw",
+		expected       => events_recomputed("amount + $round"),
 		catalog_before => $catalog_before);
 	return;
 }
@@ -270,7 +252,7 @@ CREATE FUNCTION fix(amount int, day date) RETURNS int LANGUAGE sql IMMUTABLE
 });
 	my $catalog_before = catalog_snapshot($node);
 	my $job = start_job('SELECT id, day, fix(amount, day) AS amount FROM raw WHERE day >= $1 AND day < $2', '');
-	is(wait_until_ended($job), 'failed', "$name: job $job fails");
+	is(wait_until_ended($node, $job), 'failed', "$name: job $job fails");
 	is( $node->safe_psql(
 			'postgres',
 			"SELECT state || ' | ' || attempts || ' | ' || error FROM backfill_tasks($job) WHERE partition = 'parts.events_2024_05'"),
@@ -303,7 +285,7 @@ CREATE OR REPLACE FUNCTION fix(amount int, day date) RETURNS int LANGUAGE sql IM
     AS $$ SELECT amount * 3 $$;
 });
 	$node->safe_psql('postgres', "SELECT backfill_resume($job)");
-	is(wait_until_ended($job), 'done', "$name: after the source is fixed, backfill_resume finishes the job");
+	is(wait_until_ended($node, $job), 'done', "$name: after the source is fixed, backfill_resume finishes the job");
 	is( tasks_actual($node, $job),
 		tasks_expected($node, 'TABLE snap', 'TABLE raw', 'parts.events_2024_05' => 2),
 		"$name: every task done once: attempts 1, 2 for the failed and resumed task 5");
@@ -312,7 +294,7 @@ CREATE OR REPLACE FUNCTION fix(amount int, day date) RETURNS int LANGUAGE sql IM
 			"SELECT string_agg(partition || ' ' || finished_at, ', ' ORDER BY partition) FROM backfill_tasks($job) "
 			  . "WHERE partition < 'parts.events_2024_05'"),
 		$finished_before, "$name: the tasks done before the failure were not redone (same finished_at)");
-	is(table_equals($node, 'TABLE events', "SELECT id, day, amount * 3, 'fresh'::text, amount * 6 FROM raw"),
+	is(table_equals($node, 'TABLE events', events_recomputed('amount * 3')),
 		'0|0', "$name: events equals the source");
 	is(leftover_relations($node, $job), '', "$name: no shadow or old partition left");
 	is(catalog_snapshot($node), $catalog_before, "$name: every partition property carried over");
@@ -356,10 +338,7 @@ sub kill_before_retire
 	my $job = start_job("SELECT id, day, amount + $round AS amount FROM raw WHERE day >= \$1 AND day < \$2",
 		", keep_old => " . ($keep_old ? 'true' : 'false'));
 	my $pid = worker_pid($node);
-	ok( $node->poll_query_until(
-			'postgres', qq{
-SELECT count(*) FROM pg_locks WHERE pid = $pid AND locktype = 'advisory' AND objid = $gate_key
-   AND NOT granted}, '1'),
+	ok(wait_at_gate($node, $gate_key, $pid),
 		"$name: job $job: the worker waits at the gate inside the retire step of task 3");
 	is(task_states($node, $job), 'done:1 done:1 done:1' . ' pending:0' x 9,
 		"$name: tasks 1 to 3 are done (task 3's swap committed)");
@@ -372,7 +351,7 @@ SELECT count(*) FROM pg_locks WHERE pid = $pid AND locktype = 'advisory' AND obj
 		preloaded      => 0,
 		log_offset     => $log_offset,
 		attempts       => {},
-		expected       => "SELECT id, day, amount + $round, 'fresh'::text, (amount + $round) * 2 FROM raw",
+		expected       => events_recomputed("amount + $round"),
 		catalog_before => $catalog_before,
 		keep_old       => $keep_old);
 	return unless $keep_old;
@@ -428,7 +407,7 @@ SELECT count(*) FROM pg_locks WHERE pid = $pid AND locktype = 'transactionid' AN
 		log_offset     => $log_offset,
 		attempts       => { 'parts.events_2024_03' => 2 },
 		attempts_text  => 'attempts 1, 2 for task 3 whose shadow was being created',
-		expected       => "SELECT id, day, amount + $round, 'fresh'::text, (amount + $round) * 2 FROM raw",
+		expected       => events_recomputed("amount + $round"),
 		catalog_before => $catalog_before);
 	return;
 }

@@ -48,15 +48,7 @@ CREATE TABLE raw (id bigint NOT NULL, day date NOT NULL, amount int NOT NULL, PR
 INSERT INTO raw SELECT g, date '2024-01-01' + ((g * 7919) % 366)::int, g % 1000 FROM generate_series(1::bigint, $rows) g;
 CREATE TABLE ev (id bigint NOT NULL, day date NOT NULL, amount int NOT NULL, PRIMARY KEY (id, day))
   PARTITION BY RANGE (day);
-DO \$\$
-BEGIN
-    FOR m IN 1..12 LOOP
-        EXECUTE format('CREATE TABLE %I PARTITION OF ev FOR VALUES FROM (%L) TO (%L)',
-                       'ev_' || lpad(m::text, 2, '0'), make_date(2024, m, 1),
-                       (make_date(2024, m, 1) + interval '1 month')::date);
-    END LOOP;
-END
-\$\$;
+@{[ month_partitions_sql('ev', 'public', 'ev_') ]}
 INSERT INTO ev SELECT id, day, amount * 10 FROM raw;
 CREATE SEQUENCE live_id START WITH $live_from;
 ANALYZE raw, ev;
@@ -139,12 +131,6 @@ sub finish_pgbench
 	return { rc => $?, out => ${ $slice->{out} }, err => ${ $slice->{err} } };
 }
 
-sub job_state
-{
-	my ($job) = @_;
-	return sql("SELECT state FROM backfill_status($job)");
-}
-
 for my $rate (50, 200)
 {
 	my $name = "$rate tx/s";
@@ -162,7 +148,7 @@ for my $rate (50, 200)
 				"SELECT backfill_start('ev', '2024-01-01', '2025-01-01', '$source_literal')");
 		}
 		push @slices, finish_pgbench($slice);
-		$state = job_state($job);
+		$state = job_state($node, $job);
 		last if $state =~ /^(done|failed|cancelled|paused)$/;
 		last if Time::HiRes::time() - $t0 > $max_s;
 	}

@@ -174,17 +174,9 @@ create_events($node, 12000);
 # from release 1.1 on (the source can be read by key cheaply).
 $node->safe_psql('postgres', 'CREATE INDEX raw_id_day ON raw (id, day); ANALYZE raw');
 my $gate_key = 4216;
+create_gate($node, $gate_key);
 $node->safe_psql(
 	'postgres', qq{
-CREATE FUNCTION gate(d date) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS \$\$
-BEGIN
-    IF d >= '2024-03-01' AND d < '2024-04-01' THEN
-        PERFORM pg_advisory_xact_lock_shared($gate_key);
-    END IF;
-    RETURN true;
-END
-\$\$;
-CREATE VIEW gated AS SELECT amount * 5 AS amount, day, id FROM raw WHERE gate(day);
 DO \$\$
 DECLARE
     t text;
@@ -253,22 +245,14 @@ is(task_states($node, $job_paused), 'done:1 pending:0 pending:0 pending:0',
 # The job held inside its third task (March, its load waits at the gate) when the server stops.
 $node->safe_psql('postgres', 'CREATE TABLE snap AS TABLE events');
 my $catalog_before = catalog_snapshot($node);
-my $gate = $node->background_psql('postgres');
-$gate->query_safe("SELECT pg_advisory_lock($gate_key)");
+my $gate = close_gate($node, $gate_key);
 my $job_mid = $node->safe_psql('postgres',
 	q{SELECT backfill_start('events', '2024-01-01', '2025-01-01', 'gated')});
-ok( $node->poll_query_until(
-		'postgres', qq{
-SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE a.backend_type = 'backfill worker' AND l.locktype = 'advisory'
-  AND l.objid = $gate_key AND NOT l.granted}, '1'),
+ok(wait_at_gate($node, $gate_key),
 	"release $old_version: job $job_mid (events): its worker waits at the gate, inside task 3");
 is(task_states($node, $job_mid), 'done:1 done:1 running:1' . ' pending:0' x 9,
 	'tasks 1 and 2 are done, task 3 is running');
-is( $node->safe_psql(
-		'postgres',
-		"SELECT phase || ' ' || shadow_name FROM backfill.tasks WHERE job = $job_mid AND task_no = 3"),
-	"shadow bf_shadow_${job_mid}_3",
+is(task_phase($node, $job_mid, 3), "shadow bf_shadow_${job_mid}_3",
 	'task 3 is loading its shadow');
 
 my %tasks_before = map { $_ => task_rows($_) } $job_done, $job_paused, $job_mid;

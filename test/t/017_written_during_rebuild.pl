@@ -20,6 +20,17 @@ use Test::More;
 my $node = new_node('rebuild');
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
+# After a job that failed: no write-noting trigger, key log or shadow left. $name starts the
+# checks' names.
+sub nothing_left
+{
+	my ($name) = @_;
+	is(sql("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'bf\\_%'"), '0', "${name}no trigger left");
+	is(sql("SELECT count(*) FROM pg_class WHERE relname LIKE 'keys\\_%' OR relname LIKE 'bf\\_%'"),
+		'0', "${name}no key log or shadow left");
+	return;
+}
+
 # Tables alike but for the key: 50000 rows in one January partition (2000 in truncated).
 for my $t ('keyed', 'keyless', 'truncated')
 {
@@ -83,9 +94,7 @@ like($error, qr/primary key/, 'keyless: and what to do');
 ok(sql("SELECT rebuilds FROM backfill_tasks($job)") >= 1, 'keyless: the task was rebuilt first');
 is(sql("SELECT count(*) FILTER (WHERE amount = 1), count(*) FROM keyless"),
 	'50600|50600', 'keyless: the partition is as it was, with every row the application wrote');
-is(sql("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'bf\\_%'"), '0', 'no trigger left');
-is(sql("SELECT count(*) FROM pg_class WHERE relname LIKE 'keys\\_%' OR relname LIKE 'bf\\_%'"),
-	'0', 'no key log or shadow left');
+nothing_left('');
 
 # A TRUNCATE during the load (which takes 2 s, a millisecond a row) cannot be caught up by key:
 # the task is rebuilt, from the partition as the TRUNCATE left it.
@@ -162,8 +171,6 @@ like($error, qr/writes came at about \d+ keys a second.*raise swap_wait/, 'outpa
 ok(sql("SELECT catch_up_rounds FROM backfill_tasks($job)") >= 2, 'outpaced: after rounds');
 is(sql("SELECT sum(amount) - count(*) = (SELECT n FROM outpaced_writes), count(*) FROM outpaced"),
 	't|3000', 'outpaced: the partition holds every update the application made, and no recomputed row');
-is(sql("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'bf\\_%'"), '0', 'outpaced: no trigger left');
-is(sql("SELECT count(*) FROM pg_class WHERE relname LIKE 'keys\\_%' OR relname LIKE 'bf\\_%'"),
-	'0', 'outpaced: no key log or shadow left');
+nothing_left('outpaced: ');
 
 done_testing();

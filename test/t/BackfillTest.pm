@@ -14,6 +14,8 @@ our @EXPORT = qw(
   new_node create_events month_partitions partition_bounds table_equals
   tasks_expected tasks_actual catalog_snapshot leftover_relations wait_for_state
   wait_job orphan_files task_states kill9_and_wait_for_recovery worker_pid job_status
+  month_partitions_sql events_recomputed create_gate close_gate wait_at_gate task_phase
+  worker_pids job_state stored_job_state wait_until_ended
 );
 
 # A started server with the extension created in database postgres, with $conf (lines of
@@ -49,6 +51,37 @@ sub partition_bounds
 	return (sprintf('2024-%02d-01', $month), $upper);
 }
 
+# A DO block that makes the 12 partitions of $parent, one a month of 2024, named $schema.$prefix
+# followed by the month's two digits; each owned by $owner if given.
+sub month_partitions_sql
+{
+	my ($parent, $schema, $prefix, $owner) = @_;
+	my $owned =
+	  defined $owner ? "EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', '$schema', p, '$owner');" : '';
+	return qq{
+DO \$\$
+DECLARE
+    p text;
+BEGIN
+    FOR m IN 1..12 LOOP
+        p := '$prefix' || lpad(m::text, 2, '0');
+        EXECUTE format('CREATE TABLE %I.%I PARTITION OF $parent FOR VALUES FROM (%L) TO (%L)',
+                       '$schema', p, make_date(2024, m, 1),
+                       (make_date(2024, m, 1) + interval '1 month')::date);
+        $owned
+    END LOOP;
+END
+\$\$;};
+}
+
+# What events holds once a job recomputed every partition from raw with amount $amount (an SQL
+# expression of raw's columns): status the default, amount_x2 generated from the new amount.
+sub events_recomputed
+{
+	my ($amount) = @_;
+	return "SELECT id, day, $amount, 'fresh'::text, ($amount) * 2 FROM raw";
+}
+
 # public.events: RANGE (day), 12 monthly partitions in schema parts, PK (id, day), a secondary
 # index on the parent, a partition-local partial index, a column with a DEFAULT, a generated
 # column, owners other than the superuser that runs the jobs, table and column grants on single
@@ -77,17 +110,7 @@ CREATE TABLE events (
 ) PARTITION BY RANGE (day);
 CREATE INDEX events_amount_idx ON events (amount);
 ALTER TABLE events OWNER TO app_owner;
-DO \$\$
-BEGIN
-    FOR m IN 1..12 LOOP
-        EXECUTE format('CREATE TABLE parts.%I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
-                       'events_2024_' || lpad(m::text, 2, '0'), make_date(2024, m, 1),
-                       (make_date(2024, m, 1) + interval '1 month')::date);
-        EXECUTE format('ALTER TABLE parts.%I OWNER TO app_owner',
-                       'events_2024_' || lpad(m::text, 2, '0'));
-    END LOOP;
-END
-\$\$;
+@{[ month_partitions_sql('events', 'parts', 'events_2024_', 'app_owner') ]}
 ALTER TABLE parts.events_2024_07 OWNER TO other_owner;
 CREATE INDEX events_2024_03_status_idx ON parts.events_2024_03 (status) WHERE status <> 'fresh';
 ALTER TABLE parts.events_2024_06 SET (fillfactor = 70);
@@ -263,6 +286,93 @@ sub kill9_and_wait_for_recovery
 	ok($node->poll_query_until('postgres', 'SELECT 1', '1'),
 		"${prefix}the server is back after crash recovery");
 	return $log_offset;
+}
+
+# The job's state as backfill_status shows it: 'paused' for a job stored as running that no
+# process runs.
+sub job_state
+{
+	my ($node, $job) = @_;
+	return $node->safe_psql('postgres', "SELECT state FROM backfill_status($job)");
+}
+
+# The job's state as stored in backfill.jobs: still 'running' when no process runs it (after a
+# crash, until a runner takes it up again).
+sub stored_job_state
+{
+	my ($node, $job) = @_;
+	return $node->safe_psql('postgres', "SELECT state FROM backfill.jobs WHERE id = $job");
+}
+
+# Polls until the job has ended (whoever runs it); returns its state. Unlike wait_job, it does
+# not give up on a job that no process runs for a moment (the launcher is about to start one).
+sub wait_until_ended
+{
+	my ($node, $job) = @_;
+	$node->poll_query_until('postgres',
+		"SELECT state IN ('done', 'failed', 'cancelled') FROM backfill.jobs WHERE id = $job")
+	  or diag("job $job did not end: "
+		  . $node->safe_psql('postgres', "SELECT row_to_json(s) FROM backfill_status($job) s"));
+	return wait_job($node, $job, 60);
+}
+
+# The pids of the backfill workers now, in order.
+sub worker_pids
+{
+	my ($node) = @_;
+	return split /\n/,
+	  $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'backfill worker' ORDER BY pid");
+}
+
+# The function gate(day), true for every day, which in March waits for the advisory lock $key
+# (shared, so that every row passes once it is free), and the view gated: raw with amount * 5
+# through gate. A job whose source is gated stops in its third task (March) while the gate is shut.
+sub create_gate
+{
+	my ($node, $key) = @_;
+	$node->safe_psql(
+		'postgres', qq{
+CREATE FUNCTION gate(d date) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS \$\$
+BEGIN
+    IF d >= '2024-03-01' AND d < '2024-04-01' THEN
+        PERFORM pg_advisory_xact_lock_shared($key);
+    END IF;
+    RETURN true;
+END
+\$\$;
+CREATE VIEW gated AS SELECT amount * 5 AS amount, day, id FROM raw WHERE gate(day);
+});
+	return;
+}
+
+# Holds the gate (advisory lock $key) shut in a session of its own; returns that session.
+sub close_gate
+{
+	my ($node, $key) = @_;
+	my $session = $node->background_psql('postgres');
+	$session->query_safe("SELECT pg_advisory_lock($key)");
+	return $session;
+}
+
+# Polls until a backfill worker (process $pid, if given) waits for the advisory lock $key.
+sub wait_at_gate
+{
+	my ($node, $key, $pid) = @_;
+	my $which = defined $pid ? "AND l.pid = $pid" : '';
+	return $node->poll_query_until(
+		'postgres', qq{
+SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE a.backend_type = 'backfill worker' AND l.locktype = 'advisory'
+  AND l.objid = $key AND NOT l.granted $which}, '1');
+}
+
+# "phase shadow_name" of task $task_no of the job.
+sub task_phase
+{
+	my ($node, $job, $task_no) = @_;
+	return $node->safe_psql('postgres',
+		"SELECT phase || ' ' || shadow_name FROM backfill.tasks WHERE job = $job AND task_no = $task_no");
 }
 
 # Columns $columns (an SQL list) of backfill_status($job), '|'-separated as psql prints them.
