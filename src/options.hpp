@@ -27,7 +27,7 @@ struct Option {
     const char *name;
     Kind kind;
     bool live;              // backfill_set may change it on a job that has not ended
-    bool needs_job_rights;  // only who holds the job's rights may change it (a probe runs with them)
+    bool needs_job_rights;  // changed only by who holds the job's rights (a probe runs with them)
 };
 
 // Every option of backfill_start, in the order of its arguments.

@@ -1,5 +1,6 @@
 // backfill_start: the target and range resolved, the options and the source checked, the problems
 // that refuse a start, then the job inserted and its workers started at commit.
+#include "catch_up.hpp"
 #include "launch.hpp"
 #include "options.hpp"
 #include "plan.hpp"
@@ -8,7 +9,6 @@
 #include "sql_support.hpp"
 #include "taken_names.hpp"
 #include "txn.hpp"
-#include "catch_up.hpp"
 
 #include <algorithm>
 
