@@ -15,6 +15,7 @@ namespace options {
 
 namespace {
 
+// The option of that name in the table, if there is one.
 const Option *find(const std::string &name) {
     for (const Option &option : table())
         if (name == option.name)
@@ -22,6 +23,7 @@ const Option *find(const std::string &name) {
     return nullptr;
 }
 
+// An option this file names, which the table holds.
 const Option &named(const char *name) {
     return *find(name);
 }
@@ -38,11 +40,13 @@ std::string live_names() {
     return out;
 }
 
+// The kinds checked as intervals, and never NULL.
 bool is_interval(Kind kind) {
     return kind == Kind::interval || kind == Kind::positive_interval ||
            kind == Kind::setting_interval;
 }
 
+// An interval option: given, an interval, of its sign, within its setting's range.
 void check_interval(const Option &option, const spi::Text &value) {
     if (!value)  // only backfill_set passes a NULL here: backfill_start's Args refuse it first
         throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -76,6 +80,7 @@ spi::Text checked(const Option &option, const spi::Text &value, const std::strin
     return value;
 }
 
+// workers: the number of partitions built at the same time.
 void check_count(const Option &option, int value) {
     if (value < 1)
         throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
