@@ -23,6 +23,14 @@ std::string grantee(const std::string &r) {
     return "CASE WHEN " + r + " = 0 THEN 'PUBLIC' ELSE " + r + "::regrole::text END";
 }
 
+// Repeats on the shadow the grants of aclexplode's rows, each (privilege, grantee, grantable);
+// a column's privilege reads "privilege (column)".
+void regrant(const spi::Result &grants, const std::string &shadow) {
+    for (const spi::Row &g : grants.rows)
+        spi::exec("GRANT " + *g[0] + " ON " + shadow + " TO " + *g[1] +
+                  (*g[2] == "t" ? " WITH GRANT OPTION" : ""));
+}
+
 // Gives a trigger the enabled state pg_trigger.tgenabled records as `enabled`.
 void set_enabled(const std::string &table, const std::string &trigger, const std::string &enabled) {
     std::string mode = enabled == "D"   ? "DISABLE"
@@ -96,14 +104,13 @@ void copy_comment_and_columns(const std::string &oid, const std::string &shadow)
     for (const spi::Row &t : targets.rows)
         spi::exec("ALTER TABLE " + shadow + " ALTER COLUMN " + ident(*t[0]) + " SET STATISTICS " +
                   *t[1]);
-    spi::Result grants = spi::exec(
-        "SELECT a.attname, " + grantee("g.grantee") + ", g.privilege_type, g.is_grantable "
-        "FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) g "
-        "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, 3",
-        {oid_of(oid)});
-    for (const spi::Row &g : grants.rows)
-        spi::exec("GRANT " + *g[2] + " (" + ident(*g[0]) + ") ON " + shadow + " TO " + *g[1] +
-                  (*g[3] == "t" ? " WITH GRANT OPTION" : ""));
+    regrant(spi::exec("SELECT g.privilege_type || ' (' || pg_catalog.quote_ident(a.attname) "
+                      "|| ')', " + grantee("g.grantee") + ", g.is_grantable "
+                      "FROM pg_catalog.pg_attribute a, pg_catalog.aclexplode(a.attacl) g "
+                      "WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped "
+                      "ORDER BY a.attname, 2, g.privilege_type",
+                      {oid_of(oid)}),
+            shadow);
 }
 
 // The relation's explicit publication memberships: publication name -> what follows the table
@@ -136,14 +143,11 @@ std::map<std::string, std::string> memberships(const std::string &oid) {
 }  // namespace
 
 void table_grants(const std::string &partition_oid, const std::string &shadow) {
-    spi::Result grants = spi::exec(
-        "SELECT " + grantee("a.grantee") + ", a.privilege_type, a.is_grantable "
-        "FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a "
-        "WHERE c.oid = $1 AND a.grantee <> c.relowner",
-        {oid_of(partition_oid)});
-    for (const spi::Row &g : grants.rows)
-        spi::exec("GRANT " + *g[1] + " ON " + shadow + " TO " + *g[0] +
-                  (*g[2] == "t" ? " WITH GRANT OPTION" : ""));
+    regrant(spi::exec("SELECT a.privilege_type, " + grantee("a.grantee") + ", a.is_grantable "
+                      "FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a "
+                      "WHERE c.oid = $1 AND a.grantee <> c.relowner",
+                      {oid_of(partition_oid)}),
+            shadow);
 }
 
 void after_load(const std::string &partition_oid, const std::string &partition,

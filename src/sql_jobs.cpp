@@ -1,17 +1,16 @@
 // The SQL-callable functions that act on a job: pause, resume, cancel, set, roll back, and drop
 // the partitions it kept. Each one enters C++ through pg::entry.
 #include "launch.hpp"
+#include "options.hpp"
 #include "runner.hpp"
 #include "sql_support.hpp"
 #include "task.hpp"
-#include "throttle.hpp"
 #include "txn.hpp"
 
 #include <functional>
 
 extern "C" {
 #include "miscadmin.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
 
 PG_FUNCTION_INFO_V1(backfill_pause);
@@ -23,51 +22,15 @@ PG_FUNCTION_INFO_V1(backfill_drop_old);
 }
 
 using namespace sql;
+using states::JobState;
+using states::TaskState;
 
 namespace {
 
-std::string role_name(Oid role) {
-    std::string name;
-    pg::call([&] { name = GetUserNameFromId(role, false); });
-    return name;
-}
-
-// Changes one option of a job that has not ended; a running job applies it at its next step.
-void set_option(const control::Job &job, const std::string &option, const spi::Text &value) {
-    if (throttle::is_option(option)) {
-        // The probe runs with the job's rights: only who holds them may change it.
-        bool holds_rights = false;
-        pg::call([&] { holds_rights = has_privs_of_role(GetUserId(), job.run_as); });
-        if (option == "throttle_query" && !holds_rights)
-            throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
-                              pg::fmt("only role %1% may change the throttle_query of backfill "
-                                      "job %2%",
-                                      role_name(job.run_as), job.id),
-                              "The probe runs with the rights of the role that started the job.");
-        control::set_option(job.id, option,
-                            throttle::checked_option(option, value, job.search_path));
-        return;
-    }
-    if (option != "pause" && option != "lock_timeout" && option != "swap_wait")
-        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                          pg::fmt("option \"%1%\" cannot be set on a job", option), "",
-                          "backfill_set changes pause, lock_timeout, swap_wait, "
-                          "max_rows_per_second, max_replication_lag, run_window or "
-                          "throttle_query.");
-    if (!value)
-        throw pg::Failure(ERRCODE_NULL_VALUE_NOT_ALLOWED, pg::fmt("%1% must not be NULL", option),
-                          "", pg::fmt("Give %1% as an interval, e.g. '5s'.", option));
-    require_interval(*value, option.c_str(), option != "pause");
-    double lock_timeout = interval_ms(option == "lock_timeout" ? *value : job.lock_timeout);
-    double swap_wait = option == "swap_wait" ? interval_ms(*value) : job.swap_wait_ms;
-    if (swap_wait < lock_timeout)
-        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                          "swap_wait must be at least lock_timeout",
-                          pg::fmt("lock_timeout would be %1% ms, swap_wait %2% ms.",
-                                  (long long)lock_timeout, (long long)swap_wait),
-                          "swap_wait is the total time a swap keeps retrying, each attempt "
-                          "waiting up to lock_timeout: raise swap_wait or lower lock_timeout.");
-    control::set_option(job.id, option, value);
+// A done or cancelled job: nothing resumes it or changes it any more (a failed one resumes).
+bool has_ended_for_good(const control::Job &job) {
+    JobState state = job.state_enum();
+    return state == JobState::done || state == JobState::cancelled;
 }
 
 // A job whose kept partitions may be swapped back or dropped: it kept them, and it has ended.
@@ -78,14 +41,14 @@ std::vector<control::Task> kept_partitions(const control::Job &job, const char *
                                   job.id),
                           "Only a job started with keep_old => true keeps them.",
                           pg::fmt("There is nothing to %1%.", action));
-    if (!is_terminal(job.state) || job.rolling_back)
+    if (!states::is_terminal(job.state_enum()) || job.rolling_back)
         throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                           pg::fmt("backfill job %1% is %2%", job.id,
                                   job.rolling_back ? "rolling back" : job.state),
                           "", "Wait for it to end, or cancel it with backfill_cancel(job).");
     std::vector<control::Task> kept;
     for (const control::Task &t : control::load_tasks(job.id))
-        if (t.state == "done" && t.old_name)
+        if (t.state_enum() == TaskState::done && t.old_name)
             kept.push_back(t);
     if (kept.empty())
         throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -118,7 +81,9 @@ void skip_missing_partitions(const control::Job &job) {
     std::string names;
     int skipped = 0;
     for (const control::Task &t : control::load_tasks(job.id)) {
-        if ((t.state != "pending" && t.state != "failed") || task::partition_present(job, t))
+        TaskState state = t.state_enum();
+        if ((state != TaskState::pending && state != TaskState::failed) ||
+            task::partition_present(job, t))
             continue;
         control::task_skipped(t, task::missing_partition_note(t));
         names += (names.empty() ? "" : ", ") + t.qualified();
@@ -145,16 +110,17 @@ Datum backfill_pause(PG_FUNCTION_ARGS) {
         int64 id = Args(fcinfo).int8(0, "job");
         return with_spi([&] {
             control::Job job = job_for_caller(id);
-            if (job.state != "pending" && job.state != "running")
+            JobState state = job.state_enum();
+            if (state != JobState::pending && state != JobState::running)
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                                   pg::fmt("backfill job %1% is %2%; only a pending or running "
                                           "job can be paused",
                                           id, job.state),
-                                  "", is_terminal(job.state)
+                                  "", states::is_terminal(state)
                                           ? "It has ended: there is nothing to pause."
                                           : "It is paused already; backfill_resume(job) "
                                             "continues it.");
-            control::set_job_state(id, "paused");
+            control::set_job_state(id, JobState::paused);
             for (int pid : control::runner_pids(id))
                 launch::signal_runner_at_commit(pid, false);
             return (Datum)0;
@@ -173,7 +139,7 @@ Datum backfill_resume(PG_FUNCTION_ARGS) {
                                   pg::fmt("backfill job %1% is %2%", id, job.state),
                                   pg::fmt("Process %1% runs it.", pids[0]),
                                   "Pause it first to stop it.");
-            if (job.state == "done" || job.state == "cancelled")
+            if (has_ended_for_good(job))
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                                   pg::fmt("backfill job %1% is %2%; there is nothing to resume",
                                           id, job.state),
@@ -190,12 +156,12 @@ Datum backfill_cancel(PG_FUNCTION_ARGS) {
         int64 id = Args(fcinfo).int8(0, "job");
         return with_spi([&] {
             control::Job job = job_for_caller(id);
-            if (job.state == "done" || job.state == "cancelled")
+            if (has_ended_for_good(job))
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                                   pg::fmt("backfill job %1% is already %2%", id, job.state),
                                   "", "There is nothing to cancel. A done job with kept "
                                       "partitions is undone with backfill_rollback(job).");
-            control::set_job_state(id, "cancelled");
+            control::set_job_state(id, JobState::cancelled);
             std::vector<int> pids = control::runner_pids(id);
             for (int pid : pids)
                 launch::signal_runner_at_commit(pid, true);  // they clean up and finish
@@ -215,12 +181,13 @@ Datum backfill_set(PG_FUNCTION_ARGS) {
         spi::Text value = args.text(2);
         return with_spi([&] {
             control::Job job = job_for_caller(id);
-            if (job.state == "done" || job.state == "cancelled")
+            if (has_ended_for_good(job))
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                                   pg::fmt("backfill job %1% is %2%", id, job.state), "",
                                   "Only a job that has not ended takes new options; start a new "
                                   "job with backfill_start.");
-            set_option(job, option, value);
+            // A running job applies it at its next step.
+            control::set_option(job.id, option, options::check_for_set(job, option, value));
             for (int pid : control::runner_pids(id))
                 launch::signal_runner_at_commit(pid, false);
             return (Datum)0;

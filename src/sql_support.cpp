@@ -3,8 +3,6 @@
 
 #include "compat.hpp"
 
-#include <climits>
-
 extern "C" {
 #include "miscadmin.h"
 }
@@ -17,7 +15,7 @@ double interval_ms(const std::string &interval) {
                                   {spi::text_param(interval)}));
 }
 
-void require_interval(const std::string &value, const char *name, bool positive) {
+double require_interval(const std::string &value, const char *name, bool positive) {
     double ms = 0;
     try {
         ms = interval_ms(value);
@@ -31,14 +29,7 @@ void require_interval(const std::string &value, const char *name, bool positive)
                           pg::fmt("%1% must be %2%, not %3%", name,
                                   positive ? "positive" : "zero or positive", value),
                           "", "Give an interval such as '5s', '200ms' or '1 hour'.");
-    // lock_timeout becomes the setting of that name in each swap, which holds at most INT_MAX ms:
-    // refused now rather than failing every task later.
-    if (std::string(name) == "lock_timeout" && ms > (double)INT_MAX)
-        throw pg::Failure(ERRCODE_INVALID_PARAMETER_VALUE,
-                          pg::fmt("lock_timeout must be at most %1% ms, not %2%", INT_MAX, value),
-                          "It is the server setting lock_timeout of each swap attempt.",
-                          "Give a lock_timeout of seconds or minutes; swap_wait bounds the total "
-                          "wait.");
+    return ms;
 }
 
 // A job the caller may act on: it must own the job's target (or be a member of its owner).

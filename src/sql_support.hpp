@@ -68,8 +68,8 @@ private:
 // Milliseconds in an interval given as text.
 double interval_ms(const std::string &interval);
 
-// Checks an interval option: zero or positive, or (positive) strictly positive.
-void require_interval(const std::string &value, const char *name, bool positive);
+// Checks an interval option: zero or positive, or (positive) strictly positive; returns its ms.
+double require_interval(const std::string &value, const char *name, bool positive);
 
 // Runs fn with SPI connected and our canonical settings in force. SPI's memory goes with it: a
 // result that points to memory (a text) is built from fn's C++ value after this returns.
