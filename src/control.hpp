@@ -175,10 +175,14 @@ bool has_tasks_left(int64 job, bool running);
 // taken it after its previous holder crashed).
 std::string runner_alive(const std::string &job, const std::string &slot = "");
 
-// What backfill_status and backfill_tasks show (see report.hpp); `user` is the caller.
-spi::Text job_state_seen(int64 job);  // a 'running' job that no process runs is 'paused'
-bool job_visible(int64 job, Oid user);
-std::vector<spi::Row> status_rows(const spi::Text &job, Oid user);
+// What a DBA sees of jobs and tasks: the rows of backfill_status and backfill_tasks.
+// The job's state as it really is (a 'running' job that no process runs is 'paused'), or nullopt
+// when there is no such job.
+std::optional<states::JobState> job_state_seen(int64 job);
+// Throws unless the caller may see the job (see kVisible in control_report.cpp).
+void require_visible(int64 job);
+// Rows of backfill_status, only the jobs the caller may see (one job, or every job when nullopt).
+std::vector<spi::Row> status_rows(const spi::Text &job);
 std::vector<spi::Row> task_rows(int64 job);
 
 namespace detail {

@@ -1,6 +1,10 @@
 // The control tables (see control.hpp): what backfill_status and backfill_tasks read of them.
 #include "control.hpp"
 
+extern "C" {
+#include "miscadmin.h"
+}
+
 namespace control {
 
 using detail::run;
@@ -8,6 +12,12 @@ using states::literal;
 using states::literals;
 
 namespace {
+
+Oid caller() {
+    Oid user = InvalidOid;
+    pg::call([&] { user = GetUserId(); });
+    return user;
+}
 
 // Who may see a job (alias j; $2 the caller): the roles that may act on its target (members of
 // its owner), members of the role that runs it, members of pg_monitor, and superusers (who hold
@@ -32,21 +42,32 @@ std::string task_totals() {
 
 }  // namespace
 
-spi::Text job_state_seen(int64 job) {
+std::optional<JobState> job_state_seen(int64 job) {
     spi::Result r = run("SELECT CASE WHEN j.state = " + literal(JobState::running) + " AND NOT " +
                             runner_alive("j.id") + " THEN " + literal(JobState::paused) +
                             " ELSE j.state END FROM backfill.jobs j WHERE j.id = $1",
                         {spi::bigint_param(job)});
-    return r.rows.empty() ? std::nullopt : r.rows[0][0];
+    if (r.rows.empty() || !r.rows[0][0])
+        return std::nullopt;
+    return states::parse<JobState>(*r.rows[0][0]);
 }
 
-bool job_visible(int64 job, Oid user) {
-    return !run(std::string("SELECT 1 FROM backfill.jobs j WHERE j.id = $1 AND ") + kVisible,
-                {spi::bigint_param(job), spi::oid_param(user)})
-                .rows.empty();
+void require_visible(int64 job) {
+    load_job(job);  // names a job that does not exist
+    bool visible = !run(std::string("SELECT 1 FROM backfill.jobs j WHERE j.id = $1 AND ") +
+                            kVisible,
+                        {spi::bigint_param(job), spi::oid_param(caller())})
+                        .rows.empty();
+    if (!visible)
+        throw pg::Failure(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                          pg::fmt("permission denied to see backfill job %1%", job),
+                          "A job is shown to the members of its target's owner, of the role "
+                          "that started it, and of pg_monitor.",
+                          "Ask a superuser to GRANT pg_monitor to a role that watches jobs.");
 }
 
-std::vector<spi::Row> status_rows(const spi::Text &job, Oid user) {
+std::vector<spi::Row> status_rows(const spi::Text &job) {
+    Oid user = caller();
     std::string running = literal(JobState::running);
     return run(
         "WITH t AS (" + task_totals() + "), "

@@ -1,6 +1,5 @@
 // backfill_status and backfill_tasks: the jobs and a job's tasks as the caller may see them.
 #include "control.hpp"
-#include "report.hpp"
 #include "result_set.hpp"
 #include "sql_support.hpp"
 
@@ -19,8 +18,8 @@ Datum backfill_status(PG_FUNCTION_ARGS) {
         return with_spi([&] {
             spi::Text job = args.null(0) ? std::nullopt : args.text(0);
             if (job)
-                report::require_visible(std::stoll(*job));
-            result_set::materialize(fcinfo, report::status_rows(job));
+                control::require_visible(std::stoll(*job));
+            result_set::materialize(fcinfo, control::status_rows(job));
             return (Datum)0;
         });
     });
@@ -32,8 +31,8 @@ Datum backfill_tasks(PG_FUNCTION_ARGS) {
         int64 id = args.int8(0, "job");
         return with_spi([&] {
             control::require_sql_version();
-            report::require_visible(id);
-            result_set::materialize(fcinfo, report::task_rows(id));
+            control::require_visible(id);
+            result_set::materialize(fcinfo, control::task_rows(id));
             return (Datum)0;
         });
     });

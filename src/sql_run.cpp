@@ -1,7 +1,6 @@
 // backfill_run and backfill_wait: running a job in the caller's session (a CALL that commits
 // after each step), and waiting in a session for a job to end.
 #include "control.hpp"
-#include "report.hpp"
 #include "runner.hpp"
 #include "sql_support.hpp"
 #include "txn.hpp"
@@ -104,7 +103,7 @@ void refuse_waits_that_cannot_end(int64 id) {
                           "Its snapshot would show the job as it was when the "
                           "transaction began, forever.",
                           "Call it in a READ COMMITTED transaction.");
-    report::require_visible(id);
+    control::require_visible(id);
     if (control::job_xmin_is_current_transaction(id))
         throw pg::Failure(ERRCODE_INVALID_TRANSACTION_STATE,
                           pg::fmt("backfill job %1% was started in this transaction", id),
@@ -118,10 +117,10 @@ std::string wait_for(int64 id, std::optional<double> timeout_ms) {
     double deadline = timeout_ms ? txn::now_ms() + *timeout_ms : 0;
     for (;;) {
         // A cancelled job is over once its runner has cleaned up and let go of it.
-        std::string state = report::state(id);
-        bool over = is_terminal(state) && control::runner_pids(id).empty();
+        std::optional<states::JobState> state = control::job_state_seen(id);
+        bool over = state && states::is_terminal(*state) && control::runner_pids(id).empty();
         if (over || (timeout_ms && txn::now_ms() >= deadline))
-            return state;
+            return state ? states::to_sql(*state) : "unknown";
         long wait = 50;  // a poll costs one small query; a waiter learns the end soon
         if (timeout_ms)
             wait = std::max(1L, std::min(wait, (long)(deadline - txn::now_ms())));

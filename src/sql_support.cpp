@@ -53,11 +53,6 @@ control::Job job_for_caller(int64 id) {
     return job;
 }
 
-bool is_terminal(const std::string &state) {
-    std::optional<states::JobState> known = states::find<states::JobState>(state);
-    return known && states::is_terminal(*known);
-}
-
 bool is_one_live_job_violation(const pg::Error &e) {
     const char *constraint = e.data()->constraint_name;
     return e.sqlstate() == ERRCODE_UNIQUE_VIOLATION && constraint &&

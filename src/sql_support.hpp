@@ -86,9 +86,6 @@ auto with_spi(Fn &&fn) -> decltype(fn()) {
 // A job the caller may act on: it must own the job's target (or be a member of its owner).
 control::Job job_for_caller(int64 id);
 
-// Whether the job state named by `state` is terminal (see states::is_terminal).
-bool is_terminal(const std::string &state);
-
 // True for the unique violation of the one-live-job-per-target index (not any other).
 bool is_one_live_job_violation(const pg::Error &e);
 
