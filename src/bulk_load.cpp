@@ -234,43 +234,8 @@ struct Request {
     uint64 rows;
 };
 
-void load(Request *request) {
-    MemoryContext caller = CurrentMemoryContext;
-    MemoryContext context =
-        AllocSetContextCreate(caller, "backfill bulk load", ALLOCSET_DEFAULT_SIZES);
-    MemoryContextSwitchTo(context);
-
-    List *queries = analyze(request->sql, request->types);
-    Query *query = list_length(queries) == 1 ? linitial_node(Query, queries) : NULL;
-    bool plain_insert = query && query->commandType == CMD_INSERT && !query->returningList &&
-                        !query->onConflict && !query->withCheckOptions && !query->hasModifyingCTE;
-    // The shadow is the INSERT's target, locked by the analysis.
-    Relation rel = plain_insert ? table_open(rt_fetch(query->resultRelation, query->rtable)->relid,
-                                             RowExclusiveLock)
-                                : NULL;
-    request->bulk = rel && takes_bulk_rows(rel);
-    if (!request->bulk) {
-        if (rel)
-            table_close(rel, NoLock);
-        MemoryContextSwitchTo(caller);
-        MemoryContextDelete(context);
-        return;
-    }
-
-    // Rows may be written frozen only into a table emptied in this very subtransaction (no
-    // other transaction can see them before it commits) and only when no earlier snapshot of
-    // this one is still in use (it would see rows it must not). The query cannot read the
-    // shadow: its source was checked when the job started, before any table had that name.
-    InvalidateCatalogSnapshot();
-    bool freeze = compat::storage_new_in_this_subtransaction(rel) &&
-                  ThereAreNoPriorRegisteredSnapshots() && ThereAreNoReadyPortals();
-
-    make_select(query, rel);
-    // The id statistics file the statement under (set by parse analysis where a module asks).
-    List *reported = analyze(request->reported, request->types);
-    query->queryId = list_length(reported) == 1 ? linitial_node(Query, reported)->queryId : 0;
-    query->stmt_location = -1;  // the whole of the reported text, not a stretch of the INSERT's
-    query->stmt_len = 0;
+// The bound parameters $1 and $2 of the request, from their text.
+ParamListInfo bound_params(const Request *request) {
     ParamListInfo params = makeParamList(2);
     for (int i = 0; i < 2; i++) {
         Oid input, ioparam;
@@ -281,11 +246,25 @@ void load(Request *request) {
         params->params[i].pflags = PARAM_FLAG_CONST;
         params->params[i].ptype = request->types[i];
     }
+    return params;
+}
+
+// The plan of the request's SELECT, reported under the request's text and query id.
+PlannedStmt *plan_select(Request *request, Query *query, Relation rel, ParamListInfo params) {
+    make_select(query, rel);
+    // The id statistics file the statement under (set by parse analysis where a module asks).
+    List *reported = analyze(request->reported, request->types);
+    query->queryId = list_length(reported) == 1 ? linitial_node(Query, reported)->queryId : 0;
+    query->stmt_location = -1;  // the whole of the reported text, not a stretch of the INSERT's
+    query->stmt_len = 0;
     // As CREATE TABLE AS: the query may run in parallel, the rows are written here, in the
     // leader (an INSERT ... SELECT would run it in this process alone).
     int plan_options = may_run_in_parallel(query, rel) ? CURSOR_OPT_PARALLEL_OK : 0;
-    PlannedStmt *plan = pg_plan_query(query, request->sql, plan_options, params);
+    return pg_plan_query(query, request->sql, plan_options, params);
+}
 
+// A receiver that writes the rows into the shadow, in batches, in its own memory.
+Loader *new_loader(Relation rel, MemoryContext context, bool freeze) {
     Loader *loader = (Loader *)palloc0(sizeof(Loader));
     loader->receiver.receiveSlot = receive_row;
     loader->receiver.rStartup = startup;
@@ -305,11 +284,15 @@ void load(Request *request) {
     loader->command = GetCurrentCommandId(true);
     loader->options = TABLE_INSERT_SKIP_FSM | (freeze ? TABLE_INSERT_FROZEN : 0);
     loader->bulk = GetBulkInsertState();
+    return loader;
+}
 
+// Runs the plan into the loader, then finishes the shadow's bulk insert.
+void run_into(Loader *loader, PlannedStmt *plan, ParamListInfo params, const char *reported) {
     (void)GetCurrentTransactionId();  // a parallel query cannot assign it at the first write
     CommandCounterIncrement();  // as SPI does: the statement sees what this transaction did
     PushActiveSnapshot(GetTransactionSnapshot());
-    QueryDesc *run = CreateQueryDesc(plan, request->reported, GetActiveSnapshot(), InvalidSnapshot,
+    QueryDesc *run = CreateQueryDesc(plan, reported, GetActiveSnapshot(), InvalidSnapshot,
                                      &loader->receiver, params, NULL, 0);
     ExecutorStart(run, 0);
     ExecutorRun(run, ForwardScanDirection, 0, true);
@@ -319,10 +302,56 @@ void load(Request *request) {
     PopActiveSnapshot();
 
     FreeBulkInsertState(loader->bulk);
-    table_finish_bulk_insert(rel, loader->options);
+    table_finish_bulk_insert(loader->shadow, loader->options);
     for (int i = 0; i < batch_rows && loader->batch[i]; i++)
         ExecDropSingleTupleTableSlot(loader->batch[i]);
     FreeExecutorState(loader->estate);
+}
+
+// The shadow, locked, when the request is a plain INSERT ... SELECT into a table that takes
+// bulk rows; else NULL.
+Relation bulk_target(Query *query) {
+    bool plain_insert = query && query->commandType == CMD_INSERT && !query->returningList &&
+                        !query->onConflict && !query->withCheckOptions && !query->hasModifyingCTE;
+    // The shadow is the INSERT's target, locked by the analysis.
+    Relation rel = plain_insert ? table_open(rt_fetch(query->resultRelation, query->rtable)->relid,
+                                             RowExclusiveLock)
+                                : NULL;
+    if (rel && !takes_bulk_rows(rel)) {
+        table_close(rel, NoLock);
+        return NULL;
+    }
+    return rel;
+}
+
+void load(Request *request) {
+    MemoryContext caller = CurrentMemoryContext;
+    MemoryContext context =
+        AllocSetContextCreate(caller, "backfill bulk load", ALLOCSET_DEFAULT_SIZES);
+    MemoryContextSwitchTo(context);
+
+    List *queries = analyze(request->sql, request->types);
+    Query *query = list_length(queries) == 1 ? linitial_node(Query, queries) : NULL;
+    Relation rel = bulk_target(query);
+    request->bulk = rel != NULL;
+    if (!request->bulk) {
+        MemoryContextSwitchTo(caller);
+        MemoryContextDelete(context);
+        return;
+    }
+
+    // Rows may be written frozen only into a table emptied in this very subtransaction (no
+    // other transaction can see them before it commits) and only when no earlier snapshot of
+    // this one is still in use (it would see rows it must not). The query cannot read the
+    // shadow: its source was checked when the job started, before any table had that name.
+    InvalidateCatalogSnapshot();
+    bool freeze = compat::storage_new_in_this_subtransaction(rel) &&
+                  ThereAreNoPriorRegisteredSnapshots() && ThereAreNoReadyPortals();
+
+    ParamListInfo params = bound_params(request);
+    PlannedStmt *plan = plan_select(request, query, rel, params);
+    Loader *loader = new_loader(rel, context, freeze);
+    run_into(loader, plan, params, request->reported);
     request->rows = loader->rows;
     table_close(rel, NoLock);
     MemoryContextSwitchTo(caller);

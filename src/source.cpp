@@ -117,6 +117,28 @@ std::vector<Column> describe(const std::string &select_sql, Oid key_type) {
     return columns;
 }
 
+namespace {
+
+// Refuses a source column whose type cannot be assigned to the target column's.
+void check_type_fits(const Column &c, Oid target_type, const std::string &target_name) {
+    bool fits = false;
+    char *from_name = nullptr, *to_name = nullptr;
+    pg::call([&] {
+        Oid from = c.type;
+        fits = can_coerce_type(1, &from, &target_type, COERCION_ASSIGNMENT);
+        from_name = format_type_be(c.type);
+        to_name = format_type_be(target_type);
+    });
+    if (!fits)
+        throw pg::Failure(ERRCODE_DATATYPE_MISMATCH,
+                          pg::fmt("source column \"%1%\" is of type %2%, which does not fit "
+                                  "column \"%1%\" of %3% (type %4%)",
+                                  c.name, from_name, target_name, to_name),
+                          "", "Cast the column to the target's type in the source.");
+}
+
+}  // namespace
+
 void check_columns(const std::vector<Column> &columns, Oid target, const std::string &target_name,
                    const std::string &key_column) {
     // Runs with the caller's search_path (see normalize): operators qualified.
@@ -147,21 +169,7 @@ void check_columns(const std::vector<Column> &columns, Oid target, const std::st
                               "Generated columns are computed from the other columns, never "
                               "taken from the source.",
                               "Leave the column out of the source.");
-        Oid target_type = (Oid)std::stoul(*(*attr)[1]);
-        bool fits = false;
-        char *from_name = nullptr, *to_name = nullptr;
-        pg::call([&] {
-            Oid from = c.type;
-            fits = can_coerce_type(1, &from, &target_type, COERCION_ASSIGNMENT);
-            from_name = format_type_be(c.type);
-            to_name = format_type_be(target_type);
-        });
-        if (!fits)
-            throw pg::Failure(ERRCODE_DATATYPE_MISMATCH,
-                              pg::fmt("source column \"%1%\" is of type %2%, which does not fit "
-                                      "column \"%1%\" of %3% (type %4%)",
-                                      c.name, from_name, target_name, to_name),
-                              "", "Cast the column to the target's type in the source.");
+        check_type_fits(c, (Oid)std::stoul(*(*attr)[1]), target_name);
     }
     if (!given.count(key_column))
         throw pg::Failure(ERRCODE_UNDEFINED_COLUMN,
