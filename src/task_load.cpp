@@ -1,19 +1,70 @@
-// Step 2: the load of the shadow, the source's rows for the bound in one statement.
+// Step 2: the load of the shadow, the source's rows for the bound in one statement, and its
+// pacing (max_rows_per_second) through backfill.pace().
 #include "local_steps.hpp"
 #include "task_common.hpp"
 
 #include "bulk_load.hpp"
 #include "guc.hpp"
 #include "source.hpp"
-#include "throttle.hpp"
+#include "txn.hpp"
+
+extern "C" {
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "pgstat.h"  // PG_WAIT_EXTENSION: here on 13, from utils/wait_event.h on 14 and later
+
+PG_FUNCTION_INFO_V1(backfill_pace);
+}
 
 namespace task {
 
 namespace {
 
+// The pace of the load that runs in this backend, which backfill.pace() keeps once a row. It is
+// the active one from its construction to its destruction: for the load step, whose one
+// statement calls backfill.pace(), on every way out of it, an error too.
+class Pacer {
+public:
+    explicit Pacer(double rows_per_second)
+        : rows_per_second_(rows_per_second), started_ms_(txn::now_ms()) {
+        active_ = this;
+    }
+    ~Pacer() { active_ = nullptr; }
+    Pacer(const Pacer &) = delete;
+    Pacer &operator=(const Pacer &) = delete;
+
+    // The pacer of the load running now, or nullptr.
+    static Pacer *active() { return active_; }
+
+    // Counts one more row and sleeps on the latch while the rows so far are ahead of the rate.
+    void pace_row() {
+        rows_ += 1;
+        for (;;) {
+            double ahead = started_ms_ + rows_ * 1000 / rows_per_second_ - txn::now_ms();
+            if (ahead < 10)  // shorter sleeps cost more than they smooth
+                break;
+            pg::call([&] {
+                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                                (long)ahead, PG_WAIT_EXTENSION);
+                ResetLatch(MyLatch);
+                CHECK_FOR_INTERRUPTS();
+            });
+        }
+    }
+
+private:
+    static Pacer *active_;
+    double rows_per_second_;
+    double started_ms_;
+    double rows_ = 0;
+};
+
+Pacer *Pacer::active_ = nullptr;
+
 std::string partition_range(const Task &t) { return "[" + t.lower + ", " + t.upper + ")"; }
 
-void load(const Job &job, const Task &t) {
+void load(const Job &job, const Task &t, bool paced) {
     // This step runs with the job's search_path, for the source. The bookkeeping runs as the
     // extension owner: it pins ours, so that no operator planted on the job's path runs with
     // the owner's rights.
@@ -35,8 +86,8 @@ void load(const Job &job, const Task &t) {
         columns += (columns.empty() ? "" : ", ") + ident(c.name);
     std::string insert = "INSERT INTO " + shadow + " (" + columns +
                          ") SELECT " + columns + " FROM (" + select + ") AS backfill_source";
-    if (!throttle::pacing_condition().empty())
-        insert += " WHERE " + throttle::pacing_condition();
+    if (paced)
+        insert += " WHERE backfill.pace()";
     // Emptied in this step, the shadow can take its rows the way COPY FREEZE writes them.
     spi::exec("TRUNCATE ONLY " + shadow);
     uint64 rows_after = 0;
@@ -68,18 +119,24 @@ void load(const Job &job, const Task &t) {
 }  // namespace
 
 void LocalSteps::load_shadow(const Job &job, const Task &t, const Pacing &pacing) const {
-    if (!pacing.rows_per_second) {
-        load(job, t);
-        return;
-    }
-    throttle::begin_pacing(*pacing.rows_per_second);
-    try {
-        load(job, t);
-    } catch (...) {
-        throttle::end_pacing();
-        throw;
-    }
-    throttle::end_pacing();
+    std::optional<Pacer> pacer;
+    if (pacing.rows_per_second && *pacing.rows_per_second > 0)
+        pacer.emplace(*pacing.rows_per_second);
+    load(job, t, pacer.has_value());
 }
 
 }  // namespace task
+
+extern "C" {
+
+// Called once per loaded row: sleeps on the latch while the rows so far are ahead of the rate.
+// Outside a paced load it does nothing.
+Datum backfill_pace(PG_FUNCTION_ARGS) {
+    return pg::entry([] {
+        if (task::Pacer *pacer = task::Pacer::active())
+            pacer->pace_row();
+        return BoolGetDatum(true);
+    });
+}
+
+}  // extern "C"
