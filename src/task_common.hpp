@@ -60,7 +60,7 @@ Side kept_side(const Task &task);
 // Puts `incoming` (a table with the bound as CHECK constraint bound_constraint(t)) in the place
 // of the task's partition, which leaves detached as `outgoing`, in one transaction under the
 // job's lock_timeout. Returns nothing; the caller records the outcome in the same transaction.
-void exchange(const Job &job, const Task &task, const Side &incoming,
-              const Side &outgoing, bool check_writes, const std::optional<catch_up::Key> &key);
+void exchange(const Job &job, const Task &task, const Side &incoming, const Side &outgoing,
+              bool check_writes, const std::optional<catch_up::Key> &key);
 
 }  // namespace task

@@ -64,32 +64,23 @@ Pacer *Pacer::active_ = nullptr;
 
 std::string partition_range(const Task &t) { return "[" + t.lower + ", " + t.upper + ")"; }
 
-void load(const Job &job, const Task &t, bool paced) {
-    // This step runs with the job's search_path, for the source. The bookkeeping runs as the
-    // extension owner: it pins ours, so that no operator planted on the job's path runs with
-    // the owner's rights.
-    int level = guc::push(guc::canonical());
-    control::clear_writes(t);
-    catch_up::clear_log(t);  // what was written so far is in the load's snapshot
-    guc::pop(level);
-    // For the count and the load, which runs the source query in parallel when the planner finds
-    // that faster, as it would for a SELECT.
-    level = guc::push(workers_fill_cores(job)
-                          ? guc::Settings{{"max_parallel_workers_per_gather", "0"}}
-                          : guc::Settings{});
-    spi::Text rows_before = spi::scalar("SELECT pg_catalog.count(*) FROM ONLY " + t.qualified());
-    std::string select = source::select_for_partition(job.source, job.source_is_query,
-                                                      job.key_column);
-    std::string shadow = qualified(t.schema, shadow_name(t));
+// The load's statement: the source's rows into the shadow's columns, each one through
+// backfill.pace() when `paced`.
+std::string load_statement(const Job &job, const Task &t, const std::string &select, bool paced) {
     std::string columns;
     for (const source::Column &c : source::describe(select, job.key_type))
         columns += (columns.empty() ? "" : ", ") + ident(c.name);
-    std::string insert = "INSERT INTO " + shadow + " (" + columns +
+    std::string insert = "INSERT INTO " + qualified(t.schema, shadow_name(t)) + " (" + columns +
                          ") SELECT " + columns + " FROM (" + select + ") AS backfill_source";
     if (paced)
         insert += " WHERE backfill.pace()";
-    // Emptied in this step, the shadow can take its rows the way COPY FREEZE writes them.
-    spi::exec("TRUNCATE ONLY " + shadow);
+    return insert;
+}
+
+// Runs the load's statement for the task's bound; returns the rows it wrote. A row of the source
+// outside the bound is refused in the source's terms.
+uint64 insert_rows(const Job &job, const Task &t, const std::string &insert,
+                   const std::string &select) {
     uint64 rows_after = 0;
     int tracked = guc::push(guc::tracked());
     try {
@@ -110,10 +101,7 @@ void load(const Job &job, const Task &t, bool paced) {
                           "it on the partition key. The partition was left as it was.");
     }
     guc::pop(tracked);
-    guc::pop(level);
-    level = guc::push(guc::canonical());
-    control::task_loaded(t, rows_before, (int64)rows_after);
-    guc::pop(level);
+    return rows_after;
 }
 
 }  // namespace
@@ -122,7 +110,29 @@ void LocalSteps::load_shadow(const Job &job, const Task &t, const Pacing &pacing
     std::optional<Pacer> pacer;
     if (pacing.rows_per_second && *pacing.rows_per_second > 0)
         pacer.emplace(*pacing.rows_per_second);
-    load(job, t, pacer.has_value());
+    // This step runs with the job's search_path, for the source. The bookkeeping runs as the
+    // extension owner: it pins ours, so that no operator planted on the job's path runs with
+    // the owner's rights.
+    int level = guc::push(guc::canonical());
+    control::clear_writes(t);
+    catch_up::clear_log(t);  // what was written so far is in the load's snapshot
+    guc::pop(level);
+    // For the count and the load, which runs the source query in parallel when the planner finds
+    // that faster, as it would for a SELECT.
+    level = guc::push(workers_fill_cores(job)
+                          ? guc::Settings{{"max_parallel_workers_per_gather", "0"}}
+                          : guc::Settings{});
+    spi::Text rows_before = spi::scalar("SELECT pg_catalog.count(*) FROM ONLY " + t.qualified());
+    std::string select = source::select_for_partition(job.source, job.source_is_query,
+                                                      job.key_column);
+    std::string insert = load_statement(job, t, select, pacer.has_value());
+    // Emptied in this step, the shadow can take its rows the way COPY FREEZE writes them.
+    spi::exec("TRUNCATE ONLY " + qualified(t.schema, shadow_name(t)));
+    uint64 rows_after = insert_rows(job, t, insert, select);
+    guc::pop(level);
+    level = guc::push(guc::canonical());
+    control::task_loaded(t, rows_before, (int64)rows_after);
+    guc::pop(level);
 }
 
 }  // namespace task

@@ -39,15 +39,17 @@ catch_up::Mode LocalSteps::writes_mode(const Job &job, const Task &t) const {
     return mode;
 }
 
-void LocalSteps::create_shadow(const Job &job, const Task &t,
-                               const std::optional<catch_up::Key> &key) const {
-    std::string oid = partition_oid(job, t);
-    std::string shadow = qualified(t.schema, shadow_name(t));
-    if (relation_oid(shadow))
-        throw pg::Failure(ERRCODE_DUPLICATE_TABLE,
-                          pg::fmt("table %1% already exists", shadow),
-                          "backfill builds the new partition under that name.",
-                          "Rename or drop that table, then resume the job.");
+namespace {
+
+// The shadow as the partition is: its CREATE TABLE (persistence, storage options, tablespace),
+// its bound as a CHECK and its owner (a regrole's text, quoted).
+struct ShadowShape {
+    std::string create;
+    std::string bound;
+    std::string owner;
+};
+
+ShadowShape shadow_shape(const Task &t, const std::string &oid, const std::string &shadow) {
     spi::Result facts = spi::exec(
         "SELECT c.relpersistence = 'u', t.spcname, "
         "       pg_catalog.pg_get_partition_constraintdef(c.oid), c.relowner::regrole::text "
@@ -59,26 +61,6 @@ void LocalSteps::create_shadow(const Job &job, const Task &t,
         "SELECT option_name, option_value FROM pg_catalog.pg_class c, "
         "pg_catalog.pg_options_to_table(c.reloptions) WHERE c.oid = $1",
         {spi::oid_param((Oid)std::stoul(oid))});
-
-    // The triggers first: their lock on the partition is what this step may wait for, and a
-    // crash while it waits must not leave behind the files of an uncommitted shadow.
-    // Left by an earlier attempt whose clean-up could not get the lock.
-    remove_write_triggers(t, t.qualified());
-    if (key)
-        catch_up::create_log(t, *key, job.run_as);
-    if (job.detect_writes)
-        control::as_owner([&] {
-            spi::exec("CREATE TRIGGER " + ident(write_trigger(t)) +
-                      " AFTER INSERT OR UPDATE OR DELETE ON " + t.qualified() +
-                      " FOR EACH ROW EXECUTE FUNCTION " + catch_up::row_trigger_function(t, key));
-            spi::exec("CREATE TRIGGER " + ident(truncate_trigger(t)) + " AFTER TRUNCATE ON " +
-                      t.qualified() + " FOR EACH STATEMENT EXECUTE FUNCTION " +
-                      catch_up::row_trigger_function(t, std::nullopt));
-            // Also for logical replication's apply and any session_replication_role = replica.
-            for (const std::string &trigger : {write_trigger(t), truncate_trigger(t)})
-                spi::exec("ALTER TABLE " + t.qualified() + " ENABLE ALWAYS TRIGGER " +
-                          ident(trigger));
-        });
     std::string sql = std::string("CREATE ") + (*f[0] == "t" ? "UNLOGGED " : "") + "TABLE " +
                       shadow + " (LIKE " + t.qualified() +
                       " INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED"
@@ -95,12 +77,52 @@ void LocalSteps::create_shadow(const Job &job, const Task &t,
     }
     if (f[1])
         sql += " TABLESPACE " + ident(*f[1]);
-    spi::exec(sql);
+    return {sql, *f[2], *f[3]};
+}
+
+// The task's key log (with a key) and its write-noting triggers on the partition, with
+// detect_writes; first without those an earlier attempt left, whose clean-up could not get the
+// lock.
+void add_write_triggers(const Job &job, const Task &t, const std::optional<catch_up::Key> &key) {
+    remove_write_triggers(t, t.qualified());
+    if (key)
+        catch_up::create_log(t, *key, job.run_as);
+    if (job.detect_writes)
+        control::as_owner([&] {
+            spi::exec("CREATE TRIGGER " + ident(write_trigger(t)) +
+                      " AFTER INSERT OR UPDATE OR DELETE ON " + t.qualified() +
+                      " FOR EACH ROW EXECUTE FUNCTION " + catch_up::row_trigger_function(t, key));
+            spi::exec("CREATE TRIGGER " + ident(truncate_trigger(t)) + " AFTER TRUNCATE ON " +
+                      t.qualified() + " FOR EACH STATEMENT EXECUTE FUNCTION " +
+                      catch_up::row_trigger_function(t, std::nullopt));
+            // Also for logical replication's apply and any session_replication_role = replica.
+            for (const std::string &trigger : {write_trigger(t), truncate_trigger(t)})
+                spi::exec("ALTER TABLE " + t.qualified() + " ENABLE ALWAYS TRIGGER " +
+                          ident(trigger));
+        });
+}
+
+}  // namespace
+
+void LocalSteps::create_shadow(const Job &job, const Task &t,
+                               const std::optional<catch_up::Key> &key) const {
+    std::string oid = partition_oid(job, t);
+    std::string shadow = qualified(t.schema, shadow_name(t));
+    if (relation_oid(shadow))
+        throw pg::Failure(ERRCODE_DUPLICATE_TABLE,
+                          pg::fmt("table %1% already exists", shadow),
+                          "backfill builds the new partition under that name.",
+                          "Rename or drop that table, then resume the job.");
+    ShadowShape shape = shadow_shape(t, oid, shadow);
+    // The triggers first: their lock on the partition is what this step may wait for, and a
+    // crash while it waits must not leave behind the files of an uncommitted shadow.
+    add_write_triggers(job, t, key);
+    spi::exec(shape.create);
     // Owned as the partition is from the start: PostgreSQL runs index expressions and ANALYZE
     // as a table's owner, and a superuser's job must not run the owner's functions as superuser.
-    spi::exec("ALTER TABLE " + shadow + " OWNER TO " + *f[3]);  // a regrole's text is quoted
+    spi::exec("ALTER TABLE " + shadow + " OWNER TO " + shape.owner);
     spi::exec("ALTER TABLE " + shadow + " ADD CONSTRAINT " + ident(bound_constraint(t)) +
-              " CHECK " + *f[2]);
+              " CHECK " + shape.bound);
 
     control::task_shadow(t, shadow_name(t));
     control::task_phase(t, states::TaskPhase::shadow);
