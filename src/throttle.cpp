@@ -12,12 +12,6 @@
 
 extern "C" {
 #include "catalog/pg_type.h"
-#include "fmgr.h"
-#include "miscadmin.h"
-#include "storage/latch.h"
-#include "pgstat.h"  // PG_WAIT_EXTENSION: here on 13, from utils/wait_event.h on 14 and later
-
-PG_FUNCTION_INFO_V1(backfill_pace);
 }
 
 namespace throttle {
@@ -190,52 +184,4 @@ std::optional<std::string> probe_says_wait(const std::string &query) {
     return std::string("probe: throttle_query returned true");
 }
 
-namespace {
-
-struct Pacing {
-    bool on = false;
-    double rows_per_second = 0;
-    double started_ms = 0;
-    double rows = 0;
-};
-Pacing pacing;
-
-}  // namespace
-
-void begin_pacing(double rows_per_second) {
-    pacing = {rows_per_second > 0, rows_per_second, txn::now_ms(), 0};
-}
-
-void end_pacing() { pacing.on = false; }
-
-std::string pacing_condition() { return pacing.on ? "backfill.pace()" : ""; }
-
 }  // namespace throttle
-
-extern "C" {
-
-// Called once per loaded row: sleeps on the latch while the rows so far are ahead of the rate.
-// Outside a paced load it does nothing.
-Datum backfill_pace(PG_FUNCTION_ARGS) {
-    return pg::entry([] {
-        using throttle::pacing;
-        if (!pacing.on)
-            return BoolGetDatum(true);
-        pacing.rows += 1;
-        for (;;) {
-            double ahead = pacing.started_ms + pacing.rows * 1000 / pacing.rows_per_second -
-                           txn::now_ms();
-            if (ahead < 10)  // shorter sleeps cost more than they smooth
-                break;
-            pg::call([&] {
-                (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                                (long)ahead, PG_WAIT_EXTENSION);
-                ResetLatch(MyLatch);
-                CHECK_FOR_INTERRUPTS();
-            });
-        }
-        return BoolGetDatum(true);
-    });
-}
-
-}  // extern "C"

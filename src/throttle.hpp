@@ -1,6 +1,7 @@
 // Throttles: what makes a runner wait before a task or a step (run_window, max_replication_lag,
-// throttle_query) and what paces a shadow's load (max_rows_per_second). Each check returns why
-// the job must wait, in the words backfill_status.waiting_on shows, or nothing.
+// throttle_query), and the checks of every throttle option (max_rows_per_second too, which the
+// load step paces its rows by: task_load.cpp). Each check returns why the job must wait, in the
+// words backfill_status.waiting_on shows, or nothing.
 #pragma once
 
 #include "pg_bridge.hpp"
@@ -52,12 +53,5 @@ private:
 void check_probe(const std::string &query);
 // Runs the probe; why the job must wait when it returns true.
 std::optional<std::string> probe_says_wait(const std::string &query);
-
-// Paces the rows of the load that runs between begin_pacing and end_pacing through the SQL
-// function backfill.pace(), which sleeps on the latch whenever the load runs ahead of the rate.
-void begin_pacing(double rows_per_second);
-void end_pacing();
-// The text to put in the load's WHERE clause while pacing, else nothing.
-std::string pacing_condition();
 
 }  // namespace throttle
