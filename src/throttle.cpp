@@ -22,11 +22,6 @@ std::string seconds_text(double ms) { return pg::fmt("%.1f s", ms / 1000); }
 
 }  // namespace
 
-bool is_option(const std::string &option) {
-    return option == "max_rows_per_second" || option == "max_replication_lag" ||
-           option == "run_window" || option == "throttle_query";
-}
-
 spi::Text checked_option(const std::string &option, const spi::Text &value,
                          const std::string &search_path) {
     if (!value)

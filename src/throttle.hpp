@@ -18,7 +18,6 @@ namespace throttle {
 // no throttle). The probe is checked under search_path, as the job will run it.
 spi::Text checked_option(const std::string &option, const spi::Text &value,
                          const std::string &search_path);
-bool is_option(const std::string &option);
 
 // A daily window of server local time, in minutes since midnight; end < start wraps midnight.
 struct Window {
