@@ -7,6 +7,7 @@
 // table_multi_insert a batch at a time.
 #include "bulk_load.hpp"
 
+#include "citus.hpp"
 #include "compat.hpp"
 #include "pg_bridge.hpp"
 
@@ -308,11 +309,45 @@ void run_into(Loader *loader, PlannedStmt *plan, ParamListInfo params, const cha
     FreeExecutorState(loader->estate);
 }
 
+// Collects the relations a query reads, in its subqueries and sublinks too (the rewriter has
+// expanded its views).
+bool collect_relations(Node *node, void *context) {
+    if (!node)
+        return false;
+    if (IsA(node, RangeTblEntry)) {
+        RangeTblEntry *rte = (RangeTblEntry *)node;
+        if (rte->rtekind == RTE_RELATION)
+            *(List **)context = list_append_unique_oid(*(List **)context, rte->relid);
+        return false;
+    }
+#if PG_VERSION_NUM >= 160000
+    if (IsA(node, Query))
+        return query_tree_walker((Query *)node, collect_relations, context,
+                                 QTW_EXAMINE_RTES_BEFORE);
+    return expression_tree_walker(node, collect_relations, context);
+#else
+    // Declared without a prototype before 16, which C++ reads as taking no arguments.
+    auto walker = (bool (*)())(void (*)(void))collect_relations;
+    if (IsA(node, Query))
+        return query_tree_walker((Query *)node, walker, context, QTW_EXAMINE_RTES_BEFORE);
+    return expression_tree_walker(node, walker, context);
+#endif
+}
+
+// Citus plans a query that reads its tables in its own way, which the SELECT planned here for
+// the shadow does not survive: such a load takes the plain INSERT ... SELECT.
+bool reads_citus_tables(Query *query) {
+    List *relids = NIL;
+    (void)collect_relations((Node *)query, &relids);
+    return citus::any_in_metadata(relids);
+}
+
 // The shadow, locked, when the request is a plain INSERT ... SELECT into a table that takes
 // bulk rows; else NULL.
 Relation bulk_target(Query *query) {
     bool plain_insert = query && query->commandType == CMD_INSERT && !query->returningList &&
-                        !query->onConflict && !query->withCheckOptions && !query->hasModifyingCTE;
+                        !query->onConflict && !query->withCheckOptions && !query->hasModifyingCTE &&
+                        !reads_citus_tables(query);
     // The shadow is the INSERT's target, locked by the analysis.
     Relation rel = plain_insert ? table_open(rt_fetch(query->resultRelation, query->rtable)->relid,
                                              RowExclusiveLock)

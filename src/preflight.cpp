@@ -102,6 +102,7 @@ using namespace preflight;
 
 std::vector<Problem> problems(const Target &target, Oid run_as, bool ignore_publications) {
     std::vector<Problem> out;
+    check_citus(target, out);
     check_ownership(target, run_as, out);
     check_tablespaces(target, run_as, out);
     check_default_partition(target, out);

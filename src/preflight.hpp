@@ -38,6 +38,9 @@ void check_publications_of_every_table(const Target &target, std::vector<Problem
 void check_publications(const Target &target, std::vector<Problem> &out);
 void check_publication_owners(const Target &target, Oid run_as, std::vector<Problem> &out);
 
+// preflight_citus.cpp: a target Citus distributes or manages.
+void check_citus(const Target &target, std::vector<Problem> &out);
+
 // preflight.cpp: another tool rewriting a partition now.
 void check_tools_at_work(const Target &target, std::vector<Problem> &out);
 

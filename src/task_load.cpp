@@ -70,8 +70,12 @@ std::string load_statement(const Job &job, const Task &t, const std::string &sel
     std::string columns;
     for (const source::Column &c : source::describe(select, job.key_type))
         columns += (columns.empty() ? "" : ", ") + ident(c.name);
+    // OFFSET 0 keeps the source's own query below the pace: a planner that sends that query
+    // elsewhere (Citus, to its workers) would take the pace's filter along, where no load runs.
+    std::string rows = paced ? "(SELECT * FROM (" + select + ") AS backfill_rows OFFSET 0)"
+                             : "(" + select + ")";
     std::string insert = "INSERT INTO " + qualified(t.schema, shadow_name(t)) + " (" + columns +
-                         ") SELECT " + columns + " FROM (" + select + ") AS backfill_source";
+                         ") SELECT " + columns + " FROM " + rows + " AS backfill_source";
     if (paced)
         insert += " WHERE backfill.pace()";
     return insert;
