@@ -2,7 +2,7 @@
 # Runs every test of backfill, from nothing but the repository, on Debian 12 (as root):
 #   1. installs the packages (test/install_deps.sh)
 #   2. builds with PGXS (any compiler warning fails the run) and with CMake (CMakeLists.txt)
-#   3. installs the extension (make install)
+#   3. installs the extension (make install), and Citus from ../shared/citus when it is there
 #   4. runs `make installcheck` as the postgres OS user (initdb refuses root): the pg_regress
 #      suites (sql/, expected/), again with parallel mode forced on every query, the isolation specs (test/specs/) and the TAP tests (test/t/),
 #      each on its own throwaway servers
@@ -138,6 +138,20 @@ if [[ ! -f build/backfill.so ]]; then
 fi
 say "installing (make install)"
 build_step install make install
+
+# Citus, for test/t/023_citus.pl: built and installed from its source beside the repository
+# (../shared/citus, or CITUS_SOURCE) unless this server has it; without either the test skips
+# itself, saying how to enable it. Its build prints make's warnings, so build_step does not fit.
+citus_source=${CITUS_SOURCE:-$repo/../shared/citus}
+if [[ -x $citus_source/build.sh ]] && ((is_root)); then
+	say "building Citus from $citus_source (for test/t/023_citus.pl)"
+	if ! "$citus_source/build.sh" "$PG_MAJOR" >"$work/citus.log" 2>&1 </dev/null; then
+		tail -n 100 "$work/citus.log"
+		echo "run_all: building Citus from $citus_source failed" >&2
+		finish 1
+	fi
+	echo "citus: $(tail -n 1 "$work/citus.log")"
+fi
 
 # The release that test/t/016_upgrade.pl upgrades from (BACKFILL_UPGRADE_FROM in test/common.sh),
 # exported from the repository (the snapshot above has no .git) and built beside this tree, as
