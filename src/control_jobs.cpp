@@ -1,5 +1,5 @@
 // The control tables (see control.hpp): backfill.jobs, a job's row from start to end.
-#include "control.hpp"
+#include "control_common.hpp"
 
 #include "compat.hpp"
 
@@ -8,10 +8,6 @@ extern "C" {
 }
 
 namespace control {
-
-using detail::run;
-using states::literal;
-using states::literals;
 
 namespace {
 

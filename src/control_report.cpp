@@ -1,15 +1,11 @@
 // The control tables (see control.hpp): what backfill_status and backfill_tasks read of them.
-#include "control.hpp"
+#include "control_common.hpp"
 
 extern "C" {
 #include "miscadmin.h"
 }
 
 namespace control {
-
-using detail::run;
-using states::literal;
-using states::literals;
 
 namespace {
 

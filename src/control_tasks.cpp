@@ -1,14 +1,10 @@
 // The control tables (see control.hpp): backfill.tasks, a task's row through its attempts, and
 // backfill.writes, the markers of writes during a build.
-#include "control.hpp"
+#include "control_common.hpp"
 
 #include "stray_files.hpp"
 
 namespace control {
-
-using detail::run;
-using states::literal;
-using states::literals;
 
 namespace {
 
