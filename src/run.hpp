@@ -26,9 +26,6 @@ struct Cause {
 };
 Cause cause_of(std::exception_ptr error);
 
-constexpr int kMaxAttempts = 3;  // tries of a task that fails for a passing reason
-bool is_transient(int sqlstate);
-
 void log_warning(const std::string &message);
 
 // A task found running with no runner ended without its transaction's end (a crash, a failover
@@ -43,7 +40,26 @@ public:
     std::string go();
 
 private:
+    // The loop, a call for each of its decisions (runner.cpp).
     std::string loop();
+    std::optional<std::string> start();
+    std::optional<std::string> refuse_outdated();
+    std::optional<std::string> refuse_unstartable();
+    bool startable() const;
+    std::optional<std::string> told_to_stop();
+    // What the loop does next: run the task, or end the run in a state; neither: look again.
+    struct Next {
+        std::optional<Task> task;
+        std::optional<std::string> end;
+    };
+    Next next_task(int64 tasks_run);
+    std::optional<Next> wait_for_throttles();
+    bool out_of_time();
+    Next no_task_claimed(bool limited);
+    std::string end_slice();
+    std::string finish();
+    std::optional<std::string> after_task(Outcome outcome);
+    void pause_between_tasks();
 
     int64 id_;
     Limits limits_;
@@ -68,6 +84,8 @@ private:
 
     // The job's state now; its options are re-read too, so that backfill_set applies at once.
     std::string state_now();
+    // Whether the run must stop: a SIGTERM, or the job no longer running (its state read again).
+    bool stopping();
 
     struct Wait {
         std::string why;  // for waiting_on
@@ -82,14 +100,29 @@ private:
                              bool *committed = nullptr);
     double lock_attempts(const std::string &what, const std::function<void()> &body, bool &shown);
     std::string blockers();
-    void load(const Task &task);
     void wait_until_quiet(const Task &task, double quiet_ms, double deadline);
     void catch_up(const Task &task, const catch_up::Key &key, double since, double build_ms,
                   double deadline);
     double catch_up_and_swap(const Task &task, const std::optional<catch_up::Key> &key,
                              double load_started, bool &swapped);
+    // A task's attempts (runner_task.cpp), what follows a failed one (runner_retry.cpp).
+    struct Attempts {
+        int tries = 1;                // attempts that count against kMaxAttempts, this one too
+        int rebuilds = 0;             // builds a write threw away
+        double rebuild_deadline = 0;  // set by the first: rebuilds go on for up to swap_wait
+    };
     Outcome run_task(const Task &task);
     Outcome run_task_attempts(Task task);
+    std::exception_ptr attempt(Task &task, const Attempts &attempts, bool &swapped);
+    void build_and_swap(Task &task, const Attempts &attempts, bool &swapped);
+    catch_up::Mode prepare_shadow(Task &task, const Attempts &attempts);
+    double load(const Task &task);
+    void index_shadow(const Task &task);
+    void add_foreign_keys(const Task &task);
+    std::optional<Outcome> after_failed_attempt(const Task &task, std::exception_ptr error,
+                                                bool swapped, Attempts &attempts);
+    std::optional<Outcome> next_attempt(const Task &task, const Cause &cause, bool written,
+                                        Attempts &attempts);
     void recover();
     void retire_replaced(const std::vector<Task> &tasks);
     bool clean_up(const Task &task);

@@ -46,6 +46,8 @@ std::string Run::state_now() {
     return job_.state;
 }
 
+bool Run::stopping() { return stop_requested || state_now() != "running"; }
+
 // Ends a run that was told to stop: a SIGTERM pauses the job, a cancel finishes it.
 std::string Run::stop(const std::string &state) {
     if (stop_requested) {
@@ -102,7 +104,49 @@ std::string Run::go() {
 }
 
 std::string Run::loop() {
+    if (std::optional<std::string> end = start())
+        return *end;
+    if (job_.rolling_back)
+        return slot_ == 0 ? roll_back() : "running";  // one runner rolls back
+    started_ = txn::now_ms();
+    int64 tasks_run = 0;
+    for (;;) {
+        if (std::optional<std::string> end = told_to_stop())
+            return *end;
+        Next next = next_task(tasks_run);
+        if (next.end)
+            return *next.end;
+        if (!next.task)
+            continue;
+        if (std::optional<std::string> end = after_task(run_task(*next.task)))
+            return *end;
+        tasks_run++;
+        pause_between_tasks();
+    }
+}
+
+// Before the loop: the SQL objects' version, the job's state, a runner slot and a slot of the
+// pool, then the recovery of interrupted work. Returns the state the run ends in if it does not
+// get that far.
+std::optional<std::string> Run::start() {
     pg::call([&] { session_user_ = GetUserId(); });
+    if (std::optional<std::string> end = refuse_outdated())
+        return end;
+    book([&] { job_ = control::load_job(id_); });
+    if (std::optional<std::string> end = refuse_unstartable())
+        return end;
+    if (!claim_slot())
+        return job_.state;
+    if (!join_pool())
+        return stop_requested ? stop("running") : job_.state;
+    book([&] { control::job_started(id_); });
+    recover();
+    return std::nullopt;
+}
+
+// SQL objects of another version than this library's: a worker leaves the job paused, saying
+// why; a session is told.
+std::optional<std::string> Run::refuse_outdated() {
     std::exception_ptr outdated;
     book([&] {
         try {
@@ -111,96 +155,135 @@ std::string Run::loop() {
             outdated = std::current_exception();
         }
     });
-    if (outdated) {  // a worker leaves the job paused, saying why; a session is told
-        book([&] { control::set_job_state(id_, "paused", cause_of(outdated).text); });
-        if (origin_ == Origin::worker)
-            return "paused";
-        std::rethrow_exception(outdated);
-    }
-    book([&] { job_ = control::load_job(id_); });
-    bool startable = job_.state == "pending" || job_.state == "running";
-    if (!startable) {
-        if (origin_ == Origin::worker)
-            return job_.state;  // paused or cancelled before the worker got here
-        throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                          pg::fmt("backfill job %1% is %2%", id_, job_.state), "",
-                          job_.state == "paused" || job_.state == "failed"
-                              ? pg::fmt("SELECT backfill_resume(%1%) first.", id_)
-                              : std::string("Only a pending or running job can be run."));
-    }
-    if (!claim_slot())
-        return job_.state;
-    if (!join_pool())
-        return stop_requested ? stop("running") : job_.state;
-    book([&] { control::job_started(id_); });
-    recover();
-    if (job_.rolling_back)
-        return slot_ == 0 ? roll_back() : "running";  // one runner rolls back
+    if (!outdated)
+        return std::nullopt;
+    book([&] { control::set_job_state(id_, "paused", cause_of(outdated).text); });
+    if (origin_ == Origin::worker)
+        return std::string("paused");
+    std::rethrow_exception(outdated);
+}
 
-    started_ = txn::now_ms();
-    int64 tasks_run = 0;
-    for (;;) {
-        if (stop_requested)
-            return stop("running");
-        book([&] { job_ = control::load_job(id_); });
-        if (job_.state != "running")
-            return stop(job_.state);
-        bool out_of_tasks = limits_.max_tasks && tasks_run >= *limits_.max_tasks;
-        std::optional<Task> next;
-        bool pending = false, unfinished = false;
-        book([&] { pending = control::has_tasks_left(id_, false); });
-        if (pending && !out_of_tasks) {
-            std::exception_ptr error;
-            try {
-                if (!throttle(true))
-                    continue;  // the loop top sees why
-            } catch (const pg::Failure &) {  // a throttle_query that fails stops the job
-                error = std::current_exception();
-            }
-            if (error) {
-                std::string text = cause_of(error).text;
-                log_warning(pg::fmt("backfill job %1%: %2%", id_, text));
-                book([&] { control::finish_job(id_, "failed", text); });
-                return "failed";
-            }
-        }
-        bool out_of_time =
-            limits_.max_duration_ms && txn::now_ms() - started_ >= *limits_.max_duration_ms;
-        if (pending && !out_of_tasks && !out_of_time)
-            book([&] { next = control::claim_next_task(id_, slot_); });
-        if (!next)
-            book([&] {
-                pending = control::has_tasks_left(id_, false);
-                unfinished = control::has_tasks_left(id_, true);
-            });
-        if (!next && pending && !out_of_tasks && !out_of_time)
-            continue;  // another runner's claim held the task a moment: claim again
-        if (!next && pending) {  // a limit ended this slice
-            book([&] {
-                control::set_job_state(id_, "pending");
-                control::set_waiting_on(id_, std::string("the next CALL backfill_run"));
-            });
-            return "pending";
-        }
-        if (!next && !unfinished) {  // the last runner out finishes the job
-            std::vector<Task> tasks;
-            book([&] { tasks = control::load_tasks(id_); });
-            retire_replaced(tasks);
-            book([&] { control::finish_job(id_, "done", std::nullopt); });
-            return "done";
-        }
-        if (!next)
-            return "running";  // other runners are finishing the last tasks
-        Outcome outcome = run_task(*next);
-        if (outcome == Outcome::failed)
-            return "failed";
-        if (outcome == Outcome::stopped)
-            return stop(stop_requested ? "running" : state_now());
-        tasks_run++;
-        book([&] { pending = control::has_tasks_left(id_, false); });
-        if (pending && job_.pause_ms > 0 && !sleep(job_.pause_ms, "pause"))
-            continue;  // the loop top sees why
+// A job neither pending nor running: a worker ends (the job was paused or cancelled before it
+// got here); a session is told.
+std::optional<std::string> Run::refuse_unstartable() {
+    if (startable())
+        return std::nullopt;
+    if (origin_ == Origin::worker)
+        return job_.state;
+    throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                      pg::fmt("backfill job %1% is %2%", id_, job_.state), "",
+                      job_.state == "paused" || job_.state == "failed"
+                          ? pg::fmt("SELECT backfill_resume(%1%) first.", id_)
+                          : std::string("Only a pending or running job can be run."));
+}
+
+bool Run::startable() const { return job_.state == "pending" || job_.state == "running"; }
+
+// At the top of the loop: a SIGTERM, or a job no longer running (paused, cancelled), ends the run.
+std::optional<std::string> Run::told_to_stop() {
+    if (stop_requested)
+        return stop("running");
+    book([&] { job_ = control::load_job(id_); });
+    if (job_.state != "running")
+        return stop(job_.state);
+    return std::nullopt;
+}
+
+// The next task, claimed in this runner's slot once the throttles let it, unless a limit of this
+// slice or the end of the pending tasks says what the loop does instead.
+Run::Next Run::next_task(int64 tasks_run) {
+    bool limited = limits_.max_tasks && tasks_run >= *limits_.max_tasks;
+    bool pending = false;
+    book([&] { pending = control::has_tasks_left(id_, false); });
+    if (pending && !limited) {
+        if (std::optional<Next> instead = wait_for_throttles())
+            return *instead;
     }
+    limited = limited || out_of_time();
+    std::optional<Task> task;
+    if (pending && !limited)
+        book([&] { task = control::claim_next_task(id_, slot_); });
+    if (task)
+        return Next{task, std::nullopt};
+    return no_task_claimed(limited);
+}
+
+// Before a new task: waits while a throttle holds the job back. Returns what the loop does
+// instead of claiming one: look again when the job stopped while it waited (the loop top sees
+// why), end failed when a throttle_query fails; nullopt to go on.
+std::optional<Run::Next> Run::wait_for_throttles() {
+    std::exception_ptr error;
+    try {
+        if (!throttle(true))
+            return Next{};
+    } catch (const pg::Failure &) {  // a throttle_query that fails stops the job
+        error = std::current_exception();
+    }
+    if (!error)
+        return std::nullopt;
+    std::string text = cause_of(error).text;
+    log_warning(pg::fmt("backfill job %1%: %2%", id_, text));
+    book([&] { control::finish_job(id_, "failed", text); });
+    return Next{std::nullopt, std::string("failed")};
+}
+
+// Whether max_duration ended this slice.
+bool Run::out_of_time() {
+    return limits_.max_duration_ms && txn::now_ms() - started_ >= *limits_.max_duration_ms;
+}
+
+// No task claimed: claim again, end the slice that a limit ended, finish the job, or leave the
+// last tasks to the other runners.
+Run::Next Run::no_task_claimed(bool limited) {
+    bool pending = false, unfinished = false;
+    book([&] {
+        pending = control::has_tasks_left(id_, false);
+        unfinished = control::has_tasks_left(id_, true);
+    });
+    if (pending && !limited)
+        return Next{};  // another runner's claim held the task a moment: claim again
+    if (pending)
+        return Next{std::nullopt, end_slice()};
+    if (!unfinished)
+        return Next{std::nullopt, finish()};
+    return Next{std::nullopt, std::string("running")};  // other runners finish the last tasks
+}
+
+// A limit ended this slice: the job waits, pending, for the next CALL backfill_run.
+std::string Run::end_slice() {
+    book([&] {
+        control::set_job_state(id_, "pending");
+        control::set_waiting_on(id_, std::string("the next CALL backfill_run"));
+    });
+    return "pending";
+}
+
+// The last runner out finishes the job.
+std::string Run::finish() {
+    std::vector<Task> tasks;
+    book([&] { tasks = control::load_tasks(id_); });
+    retire_replaced(tasks);
+    book([&] { control::finish_job(id_, "done", std::nullopt); });
+    return "done";
+}
+
+// After a task: a failed one ends the run failed, a stopped one ends it as stop() says; nullopt
+// to go on.
+std::optional<std::string> Run::after_task(Outcome outcome) {
+    if (outcome == Outcome::failed)
+        return std::string("failed");
+    if (outcome == Outcome::stopped)
+        return stop(stop_requested ? "running" : state_now());
+    return std::nullopt;
+}
+
+// The job's pause between tasks, while tasks are pending; a stop cuts it short (the loop top
+// sees why).
+void Run::pause_between_tasks() {
+    bool pending = false;
+    book([&] { pending = control::has_tasks_left(id_, false); });
+    if (pending && job_.pause_ms > 0)
+        (void)sleep(job_.pause_ms, "pause");
 }
 
 std::string run(int64 job, const Limits &limits, Origin origin) {

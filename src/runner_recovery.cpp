@@ -82,7 +82,7 @@ std::string Run::roll_back() {
     std::vector<Task> tasks;
     book([&] { tasks = control::load_tasks(id_); });
     for (auto t = tasks.rbegin(); t != tasks.rend(); ++t) {
-        if (stop_requested || state_now() != "running")
+        if (stopping())
             return stop(stop_requested ? "running" : job_.state);
         if (t->state == "done" && t->old_name) {
             report(pg::fmt("backfill job %1%: rolling back %2%", id_, t->qualified()));

@@ -16,22 +16,6 @@ constexpr double kFirstQuietMs = 1000;    // a rebuild waits for the partition t
 constexpr double kMaxQuietMs = 60000;     // twice as long after each rebuild, up to this
 }  // namespace
 
-// Loads the shadow. Under max_rows_per_second the one load statement (one snapshot) is paced
-// row by row; the job's runners share the rate.
-void Run::load(const Task &task) {
-    if (!job_.max_rows_per_second) {
-        task_step([&] { steps().load_shadow(job_, task, {}); }, true);
-        return;
-    }
-    double rate = *job_.max_rows_per_second / std::max(job_.workers, 1);
-    book([&] {
-        control::set_waiting_on(id_, pg::fmt("rate: loading %1% at most %2% rows per second",
-                                             task.qualified(), (int64)rate));
-    });
-    task_step([&] { steps().load_shadow(job_, task, {rate}); }, true);
-    book([&] { control::set_waiting_on(id_, std::nullopt); });
-}
-
 // Runs one task in a memory context of its own, emptied before each task, so that a runner's
 // memory stays flat however many tasks a job has.
 Outcome Run::run_task(const Task &task) {
@@ -53,98 +37,98 @@ Outcome Run::run_task(const Task &task) {
     return outcome;
 }
 
+// The task's attempts, until one is done or what follows a failed one is the task's outcome.
 Outcome Run::run_task_attempts(Task task) {
-    int rebuilds = 0;            // builds a write threw away
-    double rebuild_deadline = 0;  // set by the first: rebuilds go on for up to swap_wait
-    for (int attempt = 1;; attempt++) {
+    Attempts attempts;
+    for (;;) {
         if (!partition_present(task)) {
             clean_up(task);  // an interrupted attempt's shadow, if any
             return skip(task);
         }
-        if (attempt > 1 || rebuilds > 0)
+        if (attempts.tries > 1 || attempts.rebuilds > 0)
             book([&] { control::task_running(task); });
         bool swapped = false;
-        std::exception_ptr error;
-        try {
-            wait_until_replaceable(task);
-            catch_up::Mode mode;
-            task_step([&] { mode = steps().writes_mode(job_, task); }, true);
-            report(pg::fmt("backfill job %1%: building the shadow of %2%", id_, task.qualified()));
-            with_lock_retries("prepare partition " + task.qualified(),
-                              [&] { steps().create_shadow(job_, task, mode.key); });
-            task.shadow_name = task::shadow_name(task);
-            if (rebuilds > 0)
-                wait_until_quiet(task, std::min(kFirstQuietMs * (1 << std::min(rebuilds - 1, 10)),
-                                                kMaxQuietMs),
-                                 rebuild_deadline);
-            throttle_step();
-            report(pg::fmt("backfill job %1%: loading the shadow of %2%", id_, task.qualified()));
-            double load_started = txn::now_ms();
-            load(task);
-            throttle_step();
-            report(pg::fmt("backfill job %1%: indexing the shadow of %2%", id_, task.qualified()));
-            task_step([&] { steps().build_indexes(job_, task); });
-            with_lock_retries("add the foreign keys of " + task.qualified(),
-                              [&] { steps().add_foreign_keys(job_, task); });
-            task_step([&] { steps().validate_foreign_keys(job_, task); });
-            double lock_ms = catch_up_and_swap(task, mode.key, load_started, swapped);
-            task_step([&] { steps().retire_old(job_, task, lock_ms); });
+        std::exception_ptr error = attempt(task, attempts, swapped);
+        if (!error)
             return Outcome::done;
-        } catch (...) {
-            error = std::current_exception();
-        }
-        Cause cause = cause_of(error);
-        if (swapped) {  // the new partition is live; only dropping the old one failed
-            log_warning(pg::fmt("backfill job %1%: could not drop the replaced partition of %2%: "
-                                "%3%; it is dropped before the job ends",
-                                id_, task.qualified(), cause.text));
-            return Outcome::done;
-        }
-        if (!partition_present(task)) {  // dropped while it was built: nothing to replace
-            clean_up(task);
-            return skip(task);
-        }
-        bool written = false;
-        try {
-            std::rethrow_exception(error);
-        } catch (const task::WrittenDuringBuild &) {
-            written = true;
-        } catch (...) {
-        }
-        if (written) {
-            if (rebuilds++ == 0)
-                rebuild_deadline = txn::now_ms() + job_.swap_wait_ms;
-            cause.text += "; it is rebuilt once nothing has written into it for a while";
-        }
-        log_warning(pg::fmt("backfill job %1%: partition %2%: %3%", id_, task.qualified(),
-                            cause.text));
-        if (!clean_up(task))
-            cause.text += pg::fmt("; its write-noting triggers %1% stay on the partition until "
-                                  "backfill_resume or backfill_cancel",
-                                  task::write_trigger_names(task));
-        std::string state = stop_requested ? "running" : state_now();
-        if (stop_requested || state != "running") {
-            book([&] { control::task_pending(task, std::nullopt); });
-            return Outcome::stopped;
-        }
-        if (written) {  // not a try spent: wait_until_quiet bounds the rebuilds
-            book([&] { control::task_rebuilt(task); });
-            attempt--;
-            continue;
-        }
-        if (is_transient(cause.sqlstate) && attempt < kMaxAttempts) {
-            book([&] { control::task_pending(task, cause.text); });
-            if (!sleep(100.0 * (1 << attempt), "retry: " + cause.text))
-                return Outcome::stopped;
-            continue;
-        }
-        book([&] {
-            control::task_failed(task, cause.text);
-            control::finish_job(id_, "failed",
-                                pg::fmt("partition %1%: %2%", task.qualified(), cause.text));
-        });
-        return Outcome::failed;
+        if (std::optional<Outcome> outcome = after_failed_attempt(task, error, swapped, attempts))
+            return *outcome;
     }
+}
+
+// One attempt at the task; returns what made it fail, or null when the task is done. `swapped`
+// says whether its swap committed.
+std::exception_ptr Run::attempt(Task &task, const Attempts &attempts, bool &swapped) {
+    try {
+        build_and_swap(task, attempts, swapped);
+    } catch (...) {
+        return std::current_exception();
+    }
+    return nullptr;
+}
+
+// The build-and-swap sequence, each step in its own transaction.
+void Run::build_and_swap(Task &task, const Attempts &attempts, bool &swapped) {
+    catch_up::Mode mode = prepare_shadow(task, attempts);
+    double load_started = load(task);
+    index_shadow(task);
+    add_foreign_keys(task);
+    double lock_ms = catch_up_and_swap(task, mode.key, load_started, swapped);
+    task_step([&] { steps().retire_old(job_, task, lock_ms); });
+}
+
+// Once the partition may be replaced: how writes during the build are handled, then the empty
+// shadow; before a rebuild, a partition quiet for a while. Returns the writes' mode.
+catch_up::Mode Run::prepare_shadow(Task &task, const Attempts &attempts) {
+    wait_until_replaceable(task);
+    catch_up::Mode mode;
+    task_step([&] { mode = steps().writes_mode(job_, task); }, true);
+    report(pg::fmt("backfill job %1%: building the shadow of %2%", id_, task.qualified()));
+    with_lock_retries("prepare partition " + task.qualified(),
+                      [&] { steps().create_shadow(job_, task, mode.key); });
+    task.shadow_name = task::shadow_name(task);
+    if (attempts.rebuilds > 0)
+        wait_until_quiet(task,
+                         std::min(kFirstQuietMs * (1 << std::min(attempts.rebuilds - 1, 10)),
+                                  kMaxQuietMs),
+                         attempts.rebuild_deadline);
+    return mode;
+}
+
+// Loads the shadow once the throttles let it; returns when the load began. Under
+// max_rows_per_second the one load statement (one snapshot) is paced row by row; the job's
+// runners share the rate.
+double Run::load(const Task &task) {
+    throttle_step();
+    report(pg::fmt("backfill job %1%: loading the shadow of %2%", id_, task.qualified()));
+    double started = txn::now_ms();
+    if (!job_.max_rows_per_second) {
+        task_step([&] { steps().load_shadow(job_, task, {}); }, true);
+        return started;
+    }
+    double rate = *job_.max_rows_per_second / std::max(job_.workers, 1);
+    book([&] {
+        control::set_waiting_on(id_, pg::fmt("rate: loading %1% at most %2% rows per second",
+                                             task.qualified(), (int64)rate));
+    });
+    task_step([&] { steps().load_shadow(job_, task, {rate}); }, true);
+    book([&] { control::set_waiting_on(id_, std::nullopt); });
+    return started;
+}
+
+// Builds the shadow's indexes once the throttles let it.
+void Run::index_shadow(const Task &task) {
+    throttle_step();
+    report(pg::fmt("backfill job %1%: indexing the shadow of %2%", id_, task.qualified()));
+    task_step([&] { steps().build_indexes(job_, task); });
+}
+
+// The partition's foreign keys on the shadow: added with the lock discipline of a swap, then
+// validated.
+void Run::add_foreign_keys(const Task &task) {
+    with_lock_retries("add the foreign keys of " + task.qualified(),
+                      [&] { steps().add_foreign_keys(job_, task); });
+    task_step([&] { steps().validate_foreign_keys(job_, task); });
 }
 
 // The start's checks, again on this partition before its task: waits while one fails (an object

@@ -44,7 +44,7 @@ bool Run::wait_while(const std::function<std::optional<Wait>()> &reason, bool cl
     std::optional<std::string> shown;
     bool running = true;
     for (;;) {
-        if (stop_requested || state_now() != "running") {
+        if (stopping()) {
             running = false;
             break;
         }
@@ -83,8 +83,7 @@ bool Run::throttle(bool new_task) {
         std::optional<std::string> why;
         if (new_task && job_.run_window)
             book([&] { why = throttle::outside_window(*job_.run_window); });
-        if (new_task && limits_.max_duration_ms &&
-            txn::now_ms() - started_ >= *limits_.max_duration_ms)
+        if (new_task && out_of_time())
             return std::nullopt;  // the slice is over; the loop ends it
         if (!why && job_.max_replication_lag_ms)
             book([&] { why = lag_.too_far_behind(*job_.max_replication_lag_ms); });
