@@ -16,6 +16,9 @@ namespace runner {
 
 using control::Job;
 using control::Task;
+using states::JobState;
+using states::TaskPhase;
+using states::TaskState;
 
 enum class Outcome { done, skipped, failed, stopped };
 
@@ -37,28 +40,28 @@ public:
     Run(int64 id, const Limits &limits, Origin origin)
         : id_(id), limits_(limits), origin_(origin) {}
 
-    std::string go();
+    JobState go();
 
 private:
     // The loop, a call for each of its decisions (runner.cpp).
-    std::string loop();
-    std::optional<std::string> start();
-    std::optional<std::string> refuse_outdated();
-    std::optional<std::string> refuse_unstartable();
+    JobState loop();
+    std::optional<JobState> start();
+    std::optional<JobState> refuse_outdated();
+    std::optional<JobState> refuse_unstartable();
     bool startable() const;
-    std::optional<std::string> told_to_stop();
+    std::optional<JobState> told_to_stop();
     // What the loop does next: run the task, or end the run in a state; neither: look again.
     struct Next {
         std::optional<Task> task;
-        std::optional<std::string> end;
+        std::optional<JobState> end;
     };
     Next next_task(int64 tasks_run);
     std::optional<Next> wait_for_throttles();
     bool out_of_time();
     Next no_task_claimed(bool limited);
-    std::string end_slice();
-    std::string finish();
-    std::optional<std::string> after_task(Outcome outcome);
+    JobState end_slice();
+    JobState finish();
+    std::optional<JobState> after_task(Outcome outcome);
     void pause_between_tasks();
 
     int64 id_;
@@ -83,7 +86,7 @@ private:
     void report(const std::string &activity);
 
     // The job's state now; its options are re-read too, so that backfill_set applies at once.
-    std::string state_now();
+    JobState state_now();
     // Whether the run must stop: a SIGTERM, or the job no longer running (its state read again).
     bool stopping();
 
@@ -133,8 +136,8 @@ private:
     void release_slot();
     bool join_pool();
     int pool_slot_ = -1;
-    std::string roll_back();
-    std::string stop(const std::string &state);
+    JobState roll_back();
+    JobState stop(JobState state);
 };
 
 }  // namespace runner

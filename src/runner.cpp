@@ -41,15 +41,15 @@ void Run::report(const std::string &activity) {
     pg::call([&] { pgstat_report_activity(STATE_RUNNING, activity.c_str()); });
 }
 
-std::string Run::state_now() {
+JobState Run::state_now() {
     book([&] { job_ = control::load_job(id_); });
-    return job_.state;
+    return job_.state_enum();
 }
 
-bool Run::stopping() { return stop_requested || state_now() != "running"; }
+bool Run::stopping() { return stop_requested || state_now() != JobState::running; }
 
 // Ends a run that was told to stop: a SIGTERM pauses the job, a cancel finishes it.
-std::string Run::stop(const std::string &state) {
+JobState Run::stop(JobState state) {
     if (stop_requested) {
         book([&] {
             control::mark_interrupted(
@@ -57,9 +57,9 @@ std::string Run::stop(const std::string &state) {
                              "pg_terminate_backend); SELECT backfill_resume(%1%) continues it",
                              id_));
         });
-        return "paused";
+        return JobState::paused;
     }
-    if (state != "cancelled")
+    if (state != JobState::cancelled)
         return state;
     // The cancel's SIGINT may arrive after its commit was seen here: take one cancelled
     // statement in the clean-up as that signal and do the clean-up again.
@@ -68,7 +68,7 @@ std::string Run::stop(const std::string &state) {
             recover();
             book([&] {
                 control::skip_pending_tasks(id_);
-                control::finish_job(id_, "cancelled", std::nullopt);
+                control::finish_job(id_, JobState::cancelled, std::nullopt);
             });
             return state;
         } catch (const pg::Error &e) {
@@ -78,9 +78,9 @@ std::string Run::stop(const std::string &state) {
     }
 }
 
-std::string Run::go() {
+JobState Run::go() {
     std::exception_ptr error;
-    std::string state;
+    JobState state = JobState::running;
     try {
         state = loop();
     } catch (...) {
@@ -89,9 +89,9 @@ std::string Run::go() {
     if (error) {
         try {
             if (stop_requested)  // a SIGTERM cancelled whatever statement was running
-                state = stop("running");
-            else if ((state = state_now()) != "running")  // a cancel may have cut a sleep short
-                state = stop(state);
+                state = stop(JobState::running);
+            else if ((state = state_now()) != JobState::running)
+                state = stop(state);  // a cancel may have cut a sleep short
             else
                 std::rethrow_exception(error);
         } catch (...) {
@@ -103,22 +103,22 @@ std::string Run::go() {
     return state;
 }
 
-std::string Run::loop() {
-    if (std::optional<std::string> end = start())
+JobState Run::loop() {
+    if (std::optional<JobState> end = start())
         return *end;
     if (job_.rolling_back)
-        return slot_ == 0 ? roll_back() : "running";  // one runner rolls back
+        return slot_ == 0 ? roll_back() : JobState::running;  // one runner rolls back
     started_ = txn::now_ms();
     int64 tasks_run = 0;
     for (;;) {
-        if (std::optional<std::string> end = told_to_stop())
+        if (std::optional<JobState> end = told_to_stop())
             return *end;
         Next next = next_task(tasks_run);
         if (next.end)
             return *next.end;
         if (!next.task)
             continue;
-        if (std::optional<std::string> end = after_task(run_task(*next.task)))
+        if (std::optional<JobState> end = after_task(run_task(*next.task)))
             return *end;
         tasks_run++;
         pause_between_tasks();
@@ -128,17 +128,17 @@ std::string Run::loop() {
 // Before the loop: the SQL objects' version, the job's state, a runner slot and a slot of the
 // pool, then the recovery of interrupted work. Returns the state the run ends in if it does not
 // get that far.
-std::optional<std::string> Run::start() {
+std::optional<JobState> Run::start() {
     pg::call([&] { session_user_ = GetUserId(); });
-    if (std::optional<std::string> end = refuse_outdated())
+    if (std::optional<JobState> end = refuse_outdated())
         return end;
     book([&] { job_ = control::load_job(id_); });
-    if (std::optional<std::string> end = refuse_unstartable())
+    if (std::optional<JobState> end = refuse_unstartable())
         return end;
     if (!claim_slot())
-        return job_.state;
+        return job_.state_enum();
     if (!join_pool())
-        return stop_requested ? stop("running") : job_.state;
+        return stop_requested ? stop(JobState::running) : job_.state_enum();
     book([&] { control::job_started(id_); });
     recover();
     return std::nullopt;
@@ -146,7 +146,7 @@ std::optional<std::string> Run::start() {
 
 // SQL objects of another version than this library's: a worker leaves the job paused, saying
 // why; a session is told.
-std::optional<std::string> Run::refuse_outdated() {
+std::optional<JobState> Run::refuse_outdated() {
     std::exception_ptr outdated;
     book([&] {
         try {
@@ -157,35 +157,39 @@ std::optional<std::string> Run::refuse_outdated() {
     });
     if (!outdated)
         return std::nullopt;
-    book([&] { control::set_job_state(id_, "paused", cause_of(outdated).text); });
+    book([&] { control::set_job_state(id_, JobState::paused, cause_of(outdated).text); });
     if (origin_ == Origin::worker)
-        return std::string("paused");
+        return JobState::paused;
     std::rethrow_exception(outdated);
 }
 
 // A job neither pending nor running: a worker ends (the job was paused or cancelled before it
 // got here); a session is told.
-std::optional<std::string> Run::refuse_unstartable() {
+std::optional<JobState> Run::refuse_unstartable() {
     if (startable())
         return std::nullopt;
+    JobState state = job_.state_enum();
     if (origin_ == Origin::worker)
-        return job_.state;
+        return state;
     throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                      pg::fmt("backfill job %1% is %2%", id_, job_.state), "",
-                      job_.state == "paused" || job_.state == "failed"
+                      pg::fmt("backfill job %1% is %2%", id_, states::to_sql(state)), "",
+                      state == JobState::paused || state == JobState::failed
                           ? pg::fmt("SELECT backfill_resume(%1%) first.", id_)
                           : std::string("Only a pending or running job can be run."));
 }
 
-bool Run::startable() const { return job_.state == "pending" || job_.state == "running"; }
+bool Run::startable() const {
+    JobState state = job_.state_enum();
+    return state == JobState::pending || state == JobState::running;
+}
 
 // At the top of the loop: a SIGTERM, or a job no longer running (paused, cancelled), ends the run.
-std::optional<std::string> Run::told_to_stop() {
+std::optional<JobState> Run::told_to_stop() {
     if (stop_requested)
-        return stop("running");
+        return stop(JobState::running);
     book([&] { job_ = control::load_job(id_); });
-    if (job_.state != "running")
-        return stop(job_.state);
+    if (job_.state_enum() != JobState::running)
+        return stop(job_.state_enum());
     return std::nullopt;
 }
 
@@ -223,8 +227,8 @@ std::optional<Run::Next> Run::wait_for_throttles() {
         return std::nullopt;
     std::string text = cause_of(error).text;
     log_warning(pg::fmt("backfill job %1%: %2%", id_, text));
-    book([&] { control::finish_job(id_, "failed", text); });
-    return Next{std::nullopt, std::string("failed")};
+    book([&] { control::finish_job(id_, JobState::failed, text); });
+    return Next{std::nullopt, JobState::failed};
 }
 
 // Whether max_duration ended this slice.
@@ -246,34 +250,34 @@ Run::Next Run::no_task_claimed(bool limited) {
         return Next{std::nullopt, end_slice()};
     if (!unfinished)
         return Next{std::nullopt, finish()};
-    return Next{std::nullopt, std::string("running")};  // other runners finish the last tasks
+    return Next{std::nullopt, JobState::running};  // other runners finish the last tasks
 }
 
 // A limit ended this slice: the job waits, pending, for the next CALL backfill_run.
-std::string Run::end_slice() {
+JobState Run::end_slice() {
     book([&] {
-        control::set_job_state(id_, "pending");
+        control::set_job_state(id_, JobState::pending);
         control::set_waiting_on(id_, std::string("the next CALL backfill_run"));
     });
-    return "pending";
+    return JobState::pending;
 }
 
 // The last runner out finishes the job.
-std::string Run::finish() {
+JobState Run::finish() {
     std::vector<Task> tasks;
     book([&] { tasks = control::load_tasks(id_); });
     retire_replaced(tasks);
-    book([&] { control::finish_job(id_, "done", std::nullopt); });
-    return "done";
+    book([&] { control::finish_job(id_, JobState::done, std::nullopt); });
+    return JobState::done;
 }
 
 // After a task: a failed one ends the run failed, a stopped one ends it as stop() says; nullopt
 // to go on.
-std::optional<std::string> Run::after_task(Outcome outcome) {
+std::optional<JobState> Run::after_task(Outcome outcome) {
     if (outcome == Outcome::failed)
-        return std::string("failed");
+        return JobState::failed;
     if (outcome == Outcome::stopped)
-        return stop(stop_requested ? "running" : state_now());
+        return stop(stop_requested ? JobState::running : state_now());
     return std::nullopt;
 }
 
@@ -287,7 +291,7 @@ void Run::pause_between_tasks() {
 }
 
 std::string run(int64 job, const Limits &limits, Origin origin) {
-    return Run(job, limits, origin).go();
+    return states::to_sql(Run(job, limits, origin).go());
 }
 
 }  // namespace runner

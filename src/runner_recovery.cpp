@@ -51,7 +51,7 @@ void Run::recover() {
     });
     for (const Task &t : orphans) {
         // First, while the task's own shadow is still a relation that owns its files.
-        if (t.state == "running") {
+        if (t.state_enum() == TaskState::running) {
             try {
                 task_step([&] { remove_stray_files(t); });
             } catch (...) {
@@ -60,7 +60,7 @@ void Run::recover() {
             }
         }
         clean_up(t);
-        if (t.state == "running")
+        if (t.state_enum() == TaskState::running)
             book([&] { control::task_pending(t, std::nullopt); });
     }
     retire_replaced(tasks);
@@ -70,21 +70,21 @@ void Run::recover() {
 // the end of that step.
 void Run::retire_replaced(const std::vector<Task> &tasks) {
     for (const Task &t : tasks) {
-        bool retire_undone = t.phase == std::string("swapped") || (t.old_name && !job_.keep_old);
-        if (t.state == "done" && retire_undone)
+        bool retire_undone = t.phase_enum() == TaskPhase::swapped || (t.old_name && !job_.keep_old);
+        if (t.state_enum() == TaskState::done && retire_undone)
             task_step([&] { steps().finish_retire(job_, t); }, false, true);
     }
 }
 
 // Puts the kept partitions of the done tasks back, last task first, each swap with the same lock
 // discipline as a backfill's; the job then ends cancelled, its data as before it ran.
-std::string Run::roll_back() {
+JobState Run::roll_back() {
     std::vector<Task> tasks;
     book([&] { tasks = control::load_tasks(id_); });
     for (auto t = tasks.rbegin(); t != tasks.rend(); ++t) {
         if (stopping())
-            return stop(stop_requested ? "running" : job_.state);
-        if (t->state == "done" && t->old_name) {
+            return stop(stop_requested ? JobState::running : job_.state_enum());
+        if (t->state_enum() == TaskState::done && t->old_name) {
             report(pg::fmt("backfill job %1%: rolling back %2%", id_, t->qualified()));
             std::exception_ptr error;
             try {
@@ -101,37 +101,37 @@ std::string Run::roll_back() {
                 log_warning(pg::fmt("backfill job %1%: could not roll back %2%: %3%", id_,
                                     t->qualified(), text));
                 book([&] {
-                    control::set_job_state(id_, "failed",
+                    control::set_job_state(id_, JobState::failed,
                                            pg::fmt("roll back of partition %1%: %2%",
                                                    t->qualified(), text));
                 });
-                return "failed";
+                return JobState::failed;
             }
         }
         task_step([&] { steps().drop_rolled_back(*t); });
     }
     book([&] {
-        control::finish_job(id_, "cancelled",
+        control::finish_job(id_, JobState::cancelled,
                             std::string("rolled back: the partitions are as before the job"));
     });
-    return "cancelled";
+    return JobState::cancelled;
 }
 
 void clean_up_cancelled(const Job &job) {
     const task::Steps &steps = task::steps_for(job);
     for (const Task &t : control::load_tasks(job.id)) {
-        if (t.state == "done") {
-            if (t.phase == std::string("swapped") || !job.keep_old)
+        if (t.state_enum() == TaskState::done) {
+            if (t.phase_enum() == TaskPhase::swapped || !job.keep_old)
                 steps.finish_retire(job, t);
             continue;
         }
-        if (t.state == "running")
+        if (t.state_enum() == TaskState::running)
             remove_stray_files(t);
         steps.drop_shadow(t);
         steps.drop_write_triggers(t);
     }
     control::skip_pending_tasks(job.id);
-    control::finish_job(job.id, "cancelled", std::nullopt);
+    control::finish_job(job.id, JobState::cancelled, std::nullopt);
 }
 
 }  // namespace runner

@@ -102,7 +102,7 @@ std::optional<Outcome> Run::next_attempt(const Task &task, const Cause &cause, b
     }
     book([&] {
         control::task_failed(task, cause.text);
-        control::finish_job(id_, "failed",
+        control::finish_job(id_, JobState::failed,
                             pg::fmt("partition %1%: %2%", task.qualified(), cause.text));
     });
     return Outcome::failed;

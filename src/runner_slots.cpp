@@ -29,7 +29,7 @@ bool Run::join_pool() {
         if (stop_requested)
             return false;
         book([&] { job_ = control::load_job(id_); });
-        if (job_.state != "pending" && job_.state != "running")
+        if (!startable())
             return false;
         book([&] { pool_slot_ = pool::try_join(ticket); });
         if (pool_slot_ >= 0)
