@@ -49,28 +49,25 @@ struct Job {
     bool background = true;
     Oid run_as = InvalidOid, login_role = InvalidOid;
     std::string search_path, time_zone, date_style;  // the caller's, at start
-    std::string state;  // the SQL word of state_enum()
+    JobState state = JobState::pending;
     bool interrupted = false;
     bool rolling_back = false;
     uint32 created = 0, created_us = 0;  // seconds since the epoch, and microseconds
     // Throttles; nullopt when not set.
     std::optional<double> max_rows_per_second, max_replication_lag_ms;
     spi::Text run_window, throttle_query;
-    JobState state_enum() const { return states::parse<JobState>(state); }
 };
 
 struct Task {
     int64 job = 0;
     int no = 0;
-    std::string schema, name, lower, upper, state;
-    spi::Text phase, shadow_name, old_name;
+    std::string schema, name, lower, upper;
+    TaskState state = TaskState::pending;
+    std::optional<TaskPhase> phase;  // none before its shadow is made
+    spi::Text shadow_name, old_name;
     int attempts = 0;
     Oid files_from = InvalidOid;  // the lowest relation file number of its latest attempt
     std::string qualified() const { return spi::qualified(schema, name); }
-    TaskState state_enum() const { return states::parse<TaskState>(state); }
-    std::optional<TaskPhase> phase_enum() const {
-        return phase ? std::optional<TaskPhase>(states::parse<TaskPhase>(*phase)) : std::nullopt;
-    }
 };
 
 // The version of the SQL objects this library works with. A server whose library was upgraded
@@ -108,20 +105,17 @@ std::vector<Resumable> claim_resumable_jobs();
 
 // Job state changes. finish() sets finished_at; last_error and waiting_on are replaced.
 void set_job_state(int64 id, JobState state, const spi::Text &last_error = std::nullopt);
-void set_job_state(int64 id, const std::string &state, const spi::Text &last_error = std::nullopt);
 void set_waiting_on(int64 id, const spi::Text &waiting_on);
 // One of the job's options that backfill_set may change, by its column name; NULL clears it.
 void set_option(int64 id, const std::string &option, const spi::Text &value);
 void job_started(int64 id);
 void finish_job(int64 id, JobState state, const spi::Text &last_error);
-void finish_job(int64 id, const std::string &state, const spi::Text &last_error);
 void mark_interrupted(int64 id, const std::string &reason);
 
 // Task state changes.
 // A task tried again by the runner that holds it.
 void task_running(const Task &task);
 void task_phase(const Task &task, TaskPhase phase);
-void task_phase(const Task &task, const std::string &phase);
 // The shadow is loaded: the partition had rows_before rows (as counted), the shadow rows_after.
 void task_loaded(const Task &task, const spi::Text &rows_before, int64 rows_after);
 void task_shadow(const Task &task, const spi::Text &shadow_name);

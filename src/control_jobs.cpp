@@ -96,7 +96,7 @@ Job load_job(int64 id) {
     job.run_as = (Oid)std::stoul(*row[15]);
     job.login_role = (Oid)std::stoul(*row[16]);
     job.search_path = *row[17];
-    job.state = *row[18];
+    job.state = states::parse<JobState>(*row[18]);
     job.interrupted = to_bool(row[19]);
     job.workers = std::stoi(*row[20]);
     job.rolling_back = to_bool(row[21]);
@@ -177,10 +177,6 @@ void set_job_state(int64 id, JobState state, const spi::Text &last_error) {
          spi::text_param(last_error)});
 }
 
-void set_job_state(int64 id, const std::string &state, const spi::Text &last_error) {
-    set_job_state(id, states::parse<JobState>(state), last_error);
-}
-
 void set_waiting_on(int64 id, const spi::Text &waiting_on) {
     run("UPDATE backfill.jobs SET waiting_on = $2 WHERE id = $1 "
         "AND waiting_on IS DISTINCT FROM $2",
@@ -214,10 +210,6 @@ void finish_job(int64 id, JobState state, const spi::Text &last_error) {
         "rolling_back = false, finished_at = clock_timestamp() WHERE id = $1",
         {spi::bigint_param(id), spi::text_param(states::to_sql(state)),
          spi::text_param(last_error)});
-}
-
-void finish_job(int64 id, const std::string &state, const spi::Text &last_error) {
-    finish_job(id, states::parse<JobState>(state), last_error);
 }
 
 void mark_interrupted(int64 id, const std::string &reason) {

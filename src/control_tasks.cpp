@@ -23,8 +23,9 @@ Task task_from_row(int64 job, const spi::Row &row) {
     t.name = *row[2];
     t.lower = *row[3];
     t.upper = *row[4];
-    t.state = *row[5];
-    t.phase = row[6];
+    t.state = states::parse<TaskState>(*row[5]);
+    if (row[6])
+        t.phase = states::parse<TaskPhase>(*row[6]);
     t.shadow_name = row[7];
     t.old_name = row[8];
     t.attempts = std::stoi(*row[9]);
@@ -72,10 +73,6 @@ void task_running(const Task &task) {
 
 void task_phase(const Task &task, TaskPhase phase) {
     update_task(task, "phase = $3", {spi::text_param(states::to_sql(phase))});
-}
-
-void task_phase(const Task &task, const std::string &phase) {
-    task_phase(task, states::parse<TaskPhase>(phase));
 }
 
 void task_loaded(const Task &task, const spi::Text &rows_before, int64 rows_after) {

@@ -43,7 +43,7 @@ void Run::report(const std::string &activity) {
 
 JobState Run::state_now() {
     book([&] { job_ = control::load_job(id_); });
-    return job_.state_enum();
+    return job_.state;
 }
 
 bool Run::stopping() { return stop_requested || state_now() != JobState::running; }
@@ -136,9 +136,9 @@ std::optional<JobState> Run::start() {
     if (std::optional<JobState> end = refuse_unstartable())
         return end;
     if (!claim_slot())
-        return job_.state_enum();
+        return job_.state;
     if (!join_pool())
-        return stop_requested ? stop(JobState::running) : job_.state_enum();
+        return stop_requested ? stop(JobState::running) : job_.state;
     book([&] { control::job_started(id_); });
     recover();
     return std::nullopt;
@@ -168,18 +168,18 @@ std::optional<JobState> Run::refuse_outdated() {
 std::optional<JobState> Run::refuse_unstartable() {
     if (startable())
         return std::nullopt;
-    JobState state = job_.state_enum();
+    JobState state = job_.state;
     if (origin_ == Origin::worker)
         return state;
     throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                      pg::fmt("backfill job %1% is %2%", id_, states::to_sql(state)), "",
+                      pg::fmt("backfill job %1% is %2%", id_, state), "",
                       state == JobState::paused || state == JobState::failed
                           ? pg::fmt("SELECT backfill_resume(%1%) first.", id_)
                           : std::string("Only a pending or running job can be run."));
 }
 
 bool Run::startable() const {
-    JobState state = job_.state_enum();
+    JobState state = job_.state;
     return state == JobState::pending || state == JobState::running;
 }
 
@@ -188,8 +188,8 @@ std::optional<JobState> Run::told_to_stop() {
     if (stop_requested)
         return stop(JobState::running);
     book([&] { job_ = control::load_job(id_); });
-    if (job_.state_enum() != JobState::running)
-        return stop(job_.state_enum());
+    if (job_.state != JobState::running)
+        return stop(job_.state);
     return std::nullopt;
 }
 
@@ -290,8 +290,8 @@ void Run::pause_between_tasks() {
         (void)sleep(job_.pause_ms, "pause");
 }
 
-std::string run(int64 job, const Limits &limits, Origin origin) {
-    return states::to_sql(Run(job, limits, origin).go());
+JobState run(int64 job, const Limits &limits, Origin origin) {
+    return Run(job, limits, origin).go();
 }
 
 }  // namespace runner

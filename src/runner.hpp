@@ -3,6 +3,7 @@
 #pragma once
 
 #include "pg_bridge.hpp"
+#include "states.hpp"
 
 #include <csignal>
 #include <optional>
@@ -26,7 +27,7 @@ extern volatile sig_atomic_t stop_requested;
 
 // Runs the job in this session; SPI must be connected non-atomic. Returns the job's state when
 // the run ends (done, failed, cancelled, paused, or pending when a limit ended a slice).
-std::string run(int64 job, const Limits &limits, Origin origin);
+states::JobState run(int64 job, const Limits &limits, Origin origin);
 
 // Cleans up a cancelled job that no process is running, in the caller's transaction: drops
 // shadows and replaced partitions left behind, skips the tasks not done, finishes the job.

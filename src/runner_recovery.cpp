@@ -51,7 +51,7 @@ void Run::recover() {
     });
     for (const Task &t : orphans) {
         // First, while the task's own shadow is still a relation that owns its files.
-        if (t.state_enum() == TaskState::running) {
+        if (t.state == TaskState::running) {
             try {
                 task_step([&] { remove_stray_files(t); });
             } catch (...) {
@@ -60,7 +60,7 @@ void Run::recover() {
             }
         }
         clean_up(t);
-        if (t.state_enum() == TaskState::running)
+        if (t.state == TaskState::running)
             book([&] { control::task_pending(t, std::nullopt); });
     }
     retire_replaced(tasks);
@@ -70,8 +70,8 @@ void Run::recover() {
 // the end of that step.
 void Run::retire_replaced(const std::vector<Task> &tasks) {
     for (const Task &t : tasks) {
-        bool retire_undone = t.phase_enum() == TaskPhase::swapped || (t.old_name && !job_.keep_old);
-        if (t.state_enum() == TaskState::done && retire_undone)
+        bool retire_undone = t.phase == TaskPhase::swapped || (t.old_name && !job_.keep_old);
+        if (t.state == TaskState::done && retire_undone)
             task_step([&] { steps().finish_retire(job_, t); }, false, true);
     }
 }
@@ -83,8 +83,8 @@ JobState Run::roll_back() {
     book([&] { tasks = control::load_tasks(id_); });
     for (auto t = tasks.rbegin(); t != tasks.rend(); ++t) {
         if (stopping())
-            return stop(stop_requested ? JobState::running : job_.state_enum());
-        if (t->state_enum() == TaskState::done && t->old_name) {
+            return stop(stop_requested ? JobState::running : job_.state);
+        if (t->state == TaskState::done && t->old_name) {
             report(pg::fmt("backfill job %1%: rolling back %2%", id_, t->qualified()));
             std::exception_ptr error;
             try {
@@ -120,12 +120,12 @@ JobState Run::roll_back() {
 void clean_up_cancelled(const Job &job) {
     const task::Steps &steps = task::steps_for(job);
     for (const Task &t : control::load_tasks(job.id)) {
-        if (t.state_enum() == TaskState::done) {
-            if (t.phase_enum() == TaskPhase::swapped || !job.keep_old)
+        if (t.state == TaskState::done) {
+            if (t.phase == TaskPhase::swapped || !job.keep_old)
                 steps.finish_retire(job, t);
             continue;
         }
-        if (t.state_enum() == TaskState::running)
+        if (t.state == TaskState::running)
             remove_stray_files(t);
         steps.drop_shadow(t);
         steps.drop_write_triggers(t);

@@ -29,7 +29,7 @@ namespace {
 
 // A done or cancelled job: nothing resumes it or changes it any more (a failed one resumes).
 bool has_ended_for_good(const control::Job &job) {
-    JobState state = job.state_enum();
+    JobState state = job.state;
     return state == JobState::done || state == JobState::cancelled;
 }
 
@@ -41,14 +41,14 @@ std::vector<control::Task> kept_partitions(const control::Job &job, const char *
                                   job.id),
                           "Only a job started with keep_old => true keeps them.",
                           pg::fmt("There is nothing to %1%.", action));
-    if (!states::is_terminal(job.state_enum()) || job.rolling_back)
+    if (!states::is_terminal(job.state) || job.rolling_back)
         throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                           pg::fmt("backfill job %1% is %2%", job.id,
-                                  job.rolling_back ? "rolling back" : job.state),
+                                  job.rolling_back ? "rolling back" : states::to_sql(job.state)),
                           "", "Wait for it to end, or cancel it with backfill_cancel(job).");
     std::vector<control::Task> kept;
     for (const control::Task &t : control::load_tasks(job.id))
-        if (t.state_enum() == TaskState::done && t.old_name)
+        if (t.state == TaskState::done && t.old_name)
             kept.push_back(t);
     if (kept.empty())
         throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -81,7 +81,7 @@ void skip_missing_partitions(const control::Job &job) {
     std::string names;
     int skipped = 0;
     for (const control::Task &t : control::load_tasks(job.id)) {
-        TaskState state = t.state_enum();
+        TaskState state = t.state;
         if ((state != TaskState::pending && state != TaskState::failed) ||
             task::partition_present(job, t))
             continue;
@@ -110,7 +110,7 @@ Datum backfill_pause(PG_FUNCTION_ARGS) {
         int64 id = Args(fcinfo).int8(0, "job");
         return with_spi([&] {
             control::Job job = job_for_caller(id);
-            JobState state = job.state_enum();
+            JobState state = job.state;
             if (state != JobState::pending && state != JobState::running)
                 throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                                   pg::fmt("backfill job %1% is %2%; only a pending or running "

@@ -59,11 +59,11 @@ runner::Limits checked_limits(const Args &args) {
 // swap until the session ends, and so the wait itself: refused at once, naming the lock.
 void refuse_locks_the_swap_needs(int64 id) {
     control::Job job = control::load_job(id);
-    if (states::is_terminal(job.state_enum()))
+    if (states::is_terminal(job.state))
         return;
     std::string oids = "{" + std::to_string(job.target);
     for (const control::Task &t : control::load_tasks(id)) {
-        TaskState state = t.state_enum();
+        TaskState state = t.state;
         if (state != TaskState::pending && state != TaskState::running)
             continue;
         spi::Text oid = spi::scalar("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid::text",
@@ -154,9 +154,9 @@ Datum backfill_run(PG_FUNCTION_ARGS) {
         job_for_caller(id);
         runner::Limits limits = checked_limits(args);
         guc::pop(level);
-        std::string state = runner::run(id, limits, runner::Origin::call);
+        JobState state = runner::run(id, limits, runner::Origin::call);
         // A scheduler (pg_cron) records the run as failed, not succeeded.
-        if (states::find<JobState>(state) == JobState::failed)
+        if (state == JobState::failed)
             throw pg::Failure(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                               pg::fmt("backfill job %1% failed", id),
                               control::last_error(id).value_or("no error was recorded"),
@@ -164,7 +164,7 @@ Datum backfill_run(PG_FUNCTION_ARGS) {
                                       "it again.",
                                       id));
         pg::call([&] {
-            ereport(NOTICE, (errmsg("backfill job %lld is %s", (long long)id, state.c_str())));
+            ereport(NOTICE, (errmsg("backfill job %lld is %s", (long long)id, states::to_sql(state))));
         });
         spi::finish();
         return (Datum)0;

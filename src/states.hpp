@@ -7,6 +7,7 @@
 #include <array>
 #include <initializer_list>
 #include <optional>
+#include <ostream>
 #include <string>
 
 namespace states {
@@ -42,6 +43,11 @@ template <typename State>
 constexpr const char *to_sql(State state) {
     return Words<State>::list[static_cast<size_t>(state)];
 }
+
+// A state in a message (pg::fmt) is its word.
+inline std::ostream &operator<<(std::ostream &out, JobState s) { return out << to_sql(s); }
+inline std::ostream &operator<<(std::ostream &out, TaskState s) { return out << to_sql(s); }
+inline std::ostream &operator<<(std::ostream &out, TaskPhase s) { return out << to_sql(s); }
 
 // The state a word names, if any.
 template <typename State>
