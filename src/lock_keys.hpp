@@ -15,5 +15,8 @@ constexpr int kRunnerSlots = 32;  // slots 0 .. 31: kRunnerSlot .. kRunnerSlot +
 constexpr int kRunnerSubid = 2;
 // (kPool, pool slot), cluster-wide: a worker's place in backfill.max_total_workers.
 constexpr uint32_t kPool = 1650879597;
+// pg_locks.objsubid of the pool's locks, beside SQL's advisory locks (1 and 2): a pool slot
+// held, and a job's place in the queue for one ((created, microseconds) as its two keys).
+constexpr uint16_t kPoolSlotSubid = 3, kPoolQueueSubid = 4;
 
 }  // namespace lock_keys

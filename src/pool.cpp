@@ -13,15 +13,16 @@ namespace pool {
 
 namespace {
 
-constexpr uint32 kPoolKey = lock_keys::kPool;  // (kPoolKey, slot) for a slot
-constexpr uint16 kSlotKind = 3, kQueueKind = 4;  // beside SQL's advisory locks (kinds 1 and 2)
+using lock_keys::kPool;
+using lock_keys::kPoolQueueSubid;
+using lock_keys::kPoolSlotSubid;
 
 void slot_tag(LOCKTAG *tag, int slot) {
-    SET_LOCKTAG_ADVISORY(*tag, InvalidOid, kPoolKey, (uint32)slot, kSlotKind);
+    SET_LOCKTAG_ADVISORY(*tag, InvalidOid, kPool, (uint32)slot, kPoolSlotSubid);
 }
 
 void queue_tag(LOCKTAG *tag, const Ticket &t) {
-    SET_LOCKTAG_ADVISORY(*tag, InvalidOid, t.created, t.micros, kQueueKind);
+    SET_LOCKTAG_ADVISORY(*tag, InvalidOid, t.created, t.micros, kPoolQueueSubid);
 }
 
 bool held(const LOCKTAG *tag) {
@@ -39,7 +40,7 @@ bool others_first(const Ticket &t) {
                "AND database = 0 AND objsubid = $3 AND pid <> pg_catalog.pg_backend_pid() "
                "AND (classid::bigint, objid::bigint) < ($1, $2) LIMIT 1",
                {spi::bigint_param(t.created), spi::bigint_param(t.micros),
-                spi::bigint_param(kQueueKind)})
+                spi::bigint_param(kPoolQueueSubid)})
         .has_value();
 }
 
