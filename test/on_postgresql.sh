@@ -161,7 +161,7 @@ for t in "${tap_tests[@]}"; do
 	if grep -qE "^${t//./\\.} \.+ ok" tap.log; then
 		echo "test $t ... ok"
 	elif grep -qE "^${t//./\\.} \.+ skipped" tap.log; then
-		echo "test $t ... skipped: $(sed -nE "s/^${t//./\\.} \.+ skipped:? ?//p" tap.log)"
+		echo "test $t ... skipped: $(sed -nE "s|^${t//./\\.} \.+ skipped:? ?||p" tap.log)"
 	else
 		echo "test $t ... FAILED"
 		status=1
