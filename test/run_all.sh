@@ -13,12 +13,15 @@
 # The last line it prints is "N passed, M failed, K skipped" (a test skips itself, saying how to
 # enable it, only where a tool it needs is not installed); it exits non-zero unless none failed.
 #
-# Environment: RUN_ALL_PART_TIMEOUT (seconds per test part, default 900),
+# Environment: RUN_ALL_PART_TIMEOUT (seconds per test part, default 900; twice that for the
+#              run on each other PostgreSQL version),
 #              RUN_ALL_KEEP=1 keeps the temporary directory even when everything passed.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 part_timeout=${RUN_ALL_PART_TIMEOUT:-900}
+# A run on PostgreSQL 13 or 17 is every suite at once (about 14 minutes here): twice the limit.
+version_timeout=$((2 * part_timeout))
 
 # shellcheck source=test/common.sh
 source "$repo/test/common.sh"
@@ -297,8 +300,11 @@ for version in "${other_versions[@]}"; do
 	say "PostgreSQL $version: the isolation specs, pg_regress suites and TAP tests (test/on_postgresql.sh $version)"
 	log="$work/pg$version.log"
 	rc=0
-	timeout --kill-after=30 "$part_timeout" "$tree/test/on_postgresql.sh" "$version" \
+	timeout --kill-after=30 "$version_timeout" "$tree/test/on_postgresql.sh" "$version" \
 		"$work/pg$version" </dev/null 2>&1 | tee "$log" || rc=$?
+	if ((rc == 124 || rc == 137)); then
+		echo "run_all: PostgreSQL $version timed out after ${version_timeout}s" >&2
+	fi
 	if grep -q "^PostgreSQL $version: not reachable\$" "$log"; then
 		echo "run_all: the ${tests_on_version[$version]} tests on PostgreSQL $version skipped:" \
 			"its packages are not reachable"
