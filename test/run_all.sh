@@ -6,7 +6,7 @@
 #   4. runs `make installcheck` as the postgres OS user (initdb refuses root): the pg_regress
 #      suites (sql/, expected/), again with parallel mode forced on every query, the isolation specs (test/specs/) and the TAP tests (test/t/),
 #      each on its own throwaway servers
-#   5. builds for PostgreSQL 13 and for 17, and runs the isolation specs, most pg_regress
+#   5. builds for PostgreSQL 13 and for 17, side by side, and runs the isolation specs, most pg_regress
 #      suites and the TAP tests again on each (test/on_postgresql.sh)
 # It works on a snapshot of the tree in a temporary directory owned by postgres, so the checkout
 # is never chowned or written to by the tests, and edits made while it runs do not leak in.
@@ -20,7 +20,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 part_timeout=${RUN_ALL_PART_TIMEOUT:-900}
-# A run on PostgreSQL 13 or 17 is every suite at once (about 14 minutes here): twice the limit.
+# A run on PostgreSQL 13 or 17 is every suite at once (about 13 minutes here, the two side by
+# side): twice the limit.
 version_timeout=$((2 * part_timeout))
 
 # shellcheck source=test/common.sh
@@ -295,13 +296,20 @@ fi
 
 # Built for PostgreSQL 13 and 17, the isolation specs, most pg_regress suites and the TAP tests
 # on each; a version is left out of the count, and said so, when its packages cannot be
-# downloaded.
+# downloaded. The two runs go side by side (each mostly waits on its servers); their output is
+# shown one after the other.
+declare -A version_pid
 for version in "${other_versions[@]}"; do
-	say "PostgreSQL $version: the isolation specs, pg_regress suites and TAP tests (test/on_postgresql.sh $version)"
+	timeout --kill-after=30 "$version_timeout" "$tree/test/on_postgresql.sh" "$version" \
+		"$work/pg$version" </dev/null >"$work/pg$version.log" 2>&1 &
+	version_pid[$version]=$!
+done
+for version in "${other_versions[@]}"; do
 	log="$work/pg$version.log"
 	rc=0
-	timeout --kill-after=30 "$version_timeout" "$tree/test/on_postgresql.sh" "$version" \
-		"$work/pg$version" </dev/null 2>&1 | tee "$log" || rc=$?
+	wait "${version_pid[$version]}" || rc=$?
+	say "PostgreSQL $version: the isolation specs, pg_regress suites and TAP tests (test/on_postgresql.sh $version)"
+	cat "$log"
 	if ((rc == 124 || rc == 137)); then
 		echo "run_all: PostgreSQL $version timed out after ${version_timeout}s" >&2
 	fi
