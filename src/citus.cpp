@@ -13,8 +13,10 @@ extern "C" {
 
 namespace citus {
 
+Oid metadata_table() { return get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE); }
+
 bool any_in_metadata(List *relids) {
-    Oid catalog = get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE);
+    Oid catalog = metadata_table();
     if (!OidIsValid(catalog) || relids == NIL)
         return false;
     // A few rows a table Citus knows: scanned whole (its first column is the table's oid).

@@ -10,6 +10,10 @@ extern "C" {
 
 namespace citus {
 
+// The oid of Citus's metadata table pg_catalog.pg_dist_partition in this database, or
+// InvalidOid where Citus is not installed. Called inside pg::call.
+Oid metadata_table();
+
 // Whether Citus distributes, or keeps in its metadata, any of the relations (a List of Oids).
 // Called inside pg::call: it reads the catalog directly and may raise a PostgreSQL error.
 bool any_in_metadata(List *relids);

@@ -3,6 +3,8 @@
 // safely: refused at start, named, before any task runs.
 #include "preflight.hpp"
 
+#include "citus.hpp"
+
 namespace plan::preflight {
 
 namespace {
@@ -23,9 +25,10 @@ std::string citus_kind(const std::string &method, const std::string &replication
 }  // namespace
 
 void check_citus(const Target &target, std::vector<Problem> &out) {
-    // Citus keeps its metadata in pg_catalog.pg_dist_partition; without it nothing is Citus's.
-    if (!spi::scalar("SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition')"))
-        return;
+    Oid metadata = InvalidOid;
+    pg::call([&] { metadata = citus::metadata_table(); });
+    if (!OidIsValid(metadata))
+        return;  // no Citus here: nothing is Citus's
     spi::Result tables = spi::exec(
         "SELECT d.logicalrelid::pg_catalog.oid, d.partmethod::text, d.repmodel::text "
         "FROM pg_catalog.pg_dist_partition d "
